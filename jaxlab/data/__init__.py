@@ -1,0 +1,1 @@
+"""jaxlab.data — public names re-exported here."""

@@ -1,0 +1,1 @@
+"""jaxlab.density — public names re-exported here."""

@@ -1,0 +1,1 @@
+"""jaxlab.eval — public names re-exported here."""

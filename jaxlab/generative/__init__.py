@@ -1,0 +1,1 @@
+"""jaxlab.generative — public names re-exported here."""

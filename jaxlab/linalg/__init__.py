@@ -1,0 +1,1 @@
+"""jaxlab.linalg — public names re-exported here."""

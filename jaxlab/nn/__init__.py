@@ -1,0 +1,1 @@
+"""jaxlab.nn — public names re-exported here."""

@@ -1,0 +1,1 @@
+"""jaxlab.optim — public names re-exported here."""

@@ -1,0 +1,1 @@
+"""jaxlab.parallel — public names re-exported here."""

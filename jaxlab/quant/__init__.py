@@ -1,0 +1,1 @@
+"""jaxlab.quant — public names re-exported here."""

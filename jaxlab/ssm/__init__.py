@@ -1,0 +1,1 @@
+"""jaxlab.ssm — public names re-exported here."""

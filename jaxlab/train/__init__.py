@@ -1,0 +1,1 @@
+"""jaxlab.train — public names re-exported here."""
