@@ -1,1 +1,32 @@
 """jaxlab.data — public names re-exported here."""
+
+from jaxlab.data.batches import epoch_permutation_batch, steps_per_epoch
+from jaxlab.data.digits import NUM_LEVELS, digits_split, digits_to_unit, load_digits, unit_to_digits
+from jaxlab.data.files import load_cifar10, load_mnist, parse_idx, read_idx
+from jaxlab.data.text import VOCAB_SIZE, load_text_corpus, random_windows, text_split
+from jaxlab.data.toy2d import TOY2D, checkerboard, eight_gaussians, pinwheel, sample_toy2d, swiss_roll, two_moons
+
+__all__ = [
+    "NUM_LEVELS",
+    "TOY2D",
+    "VOCAB_SIZE",
+    "checkerboard",
+    "digits_split",
+    "digits_to_unit",
+    "eight_gaussians",
+    "epoch_permutation_batch",
+    "load_cifar10",
+    "load_digits",
+    "load_mnist",
+    "load_text_corpus",
+    "parse_idx",
+    "pinwheel",
+    "random_windows",
+    "read_idx",
+    "sample_toy2d",
+    "steps_per_epoch",
+    "swiss_roll",
+    "text_split",
+    "two_moons",
+    "unit_to_digits",
+]

@@ -1,1 +1,26 @@
-"""jaxlab.parallel — public names re-exported here."""
+"""jaxlab.parallel — mesh, sharding strategies and multi-host start-up."""
+
+from jaxlab.parallel.distributed import is_multiprocess_environment, maybe_initialize_distributed
+from jaxlab.parallel.mesh import (
+    STRATEGIES,
+    Strategy,
+    batch_sharding,
+    fsdp_spec,
+    make_mesh,
+    put_global_batch,
+    replicated,
+    state_shardings,
+)
+
+__all__ = [
+    "STRATEGIES",
+    "Strategy",
+    "batch_sharding",
+    "fsdp_spec",
+    "is_multiprocess_environment",
+    "make_mesh",
+    "maybe_initialize_distributed",
+    "put_global_batch",
+    "replicated",
+    "state_shardings",
+]

@@ -1,0 +1,271 @@
+"""The generic training loop: any method adapter, any optax optimizer, 1 to N devices.
+
+The loop knows no particular method. A method provides ``init(key, batch)`` and
+either ``loss(params, batch, *, key, ctx)`` — differentiated here — or its own
+``train_step(state, batch, *, key, ctx)`` with ``init_opt_state(params)`` for
+alternating updates of several networks. After either, the loop updates the
+EMA and the step counter.
+
+Reproducibility: step ``s`` uses the data batch ``batches(s)`` and the key
+``fold_in(state.key, s)``, so a run resumed from a checkpoint produces the same
+parameters, bit for bit on CPU, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from tqdm.auto import tqdm
+
+from jaxlab import parallel
+from jaxlab.train.checkpoint import Checkpointer
+from jaxlab.train.config import TrainConfig
+from jaxlab.train.files import MetricsLog, write_json_atomic
+from jaxlab.train.plots import plot_metrics
+from jaxlab.train.rng import named_key
+from jaxlab.train.signals import StopRequest
+from jaxlab.train.state import Context, TrainState, ema_update
+
+Batch = Any
+BatchFn = Callable[[int], Batch]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; no checkpoint after the last finite step is written."""
+
+    def __init__(self, step: int, value: float, last_checkpoint: int | None):
+        self.step, self.value, self.last_checkpoint = step, value, last_checkpoint
+        kept = f"the last good checkpoint (step {last_checkpoint}) is kept" if last_checkpoint else "no checkpoint was written"
+        super().__init__(f"loss is {value} at step {step}; training stopped and {kept}")
+
+
+class TrainingInterrupted(RuntimeError):
+    """A SIGINT/SIGTERM stopped training after a checkpoint of the current step."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = signum, step
+        super().__init__(f"interrupted by signal {signum} at step {step}; checkpoint written")
+
+
+def has_own_train_step(method: Any) -> bool:
+    return callable(getattr(method, "train_step", None))
+
+
+def init_state(method: Any, optimizer: optax.GradientTransformation, batch: Batch, seed: int) -> TrainState:
+    """Initial parameters, optimizer state and EMA for ``method`` (pure; jit it).
+
+    Parameters come from the stream ``named_key(seed, "init")`` and the
+    per-step keys from ``named_key(seed, "train")``; experiments draw their
+    data and evaluation streams under other names.
+    """
+    params = method.init(named_key(seed, "init"), batch)
+    opt_state = method.init_opt_state(params) if has_own_train_step(method) else optimizer.init(params)
+    return TrainState.create(params, opt_state, key=named_key(seed, "train"))
+
+
+def train_step(
+    method: Any,
+    optimizer: optax.GradientTransformation,
+    ema_decay: float,
+    state: TrainState,
+    batch: Batch,
+    frozen: Any = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step (pure; the loop jits it with the state donated)."""
+    key = jax.random.fold_in(state.key, state.step)
+    ctx = Context(step=state.step, ema_params=state.ema_params, frozen=frozen)
+    if has_own_train_step(method):
+        new_state, metrics = method.train_step(state, batch, key=key, ctx=ctx)
+    else:
+        def loss_fn(params):
+            return method.loss(params, batch, key=key, ctx=ctx)
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(params=params, opt_state=opt_state)
+        metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
+    new_state = new_state.replace(
+        ema_params=ema_update(state.ema_params, new_state.params, ema_decay), step=state.step + 1
+    )
+    return new_state, metrics
+
+
+@dataclasses.dataclass
+class _IntervalMeans:
+    """Host-side running means of scalar metrics between two log lines."""
+
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    count: int = 0
+
+    def add(self, metrics: dict[str, Any]) -> None:
+        for name, value in metrics.items():
+            if getattr(value, "ndim", 0) == 0:
+                self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.count += 1
+
+    def pop(self) -> dict[str, float]:
+        means = {name: total / max(self.count, 1) for name, total in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
+
+
+def abstract_train_state(
+    method: Any, optimizer: optax.GradientTransformation, batch: Batch, config: TrainConfig, mesh: jax.sharding.Mesh
+) -> tuple[TrainState, Any]:
+    """Shapes and shardings of the state ``config`` builds, without computing it."""
+    abstract = jax.eval_shape(lambda: init_state(method, optimizer, batch, config.seed))
+    shardings = parallel.state_shardings(abstract, mesh, config.strategy)
+    with_shardings = jax.tree.map(
+        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract, shardings
+    )
+    return with_shardings, shardings
+
+
+def restore_state(
+    method: Any,
+    optimizer: optax.GradientTransformation,
+    batch: Batch,
+    config: TrainConfig,
+    workdir: str | Path,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+) -> TrainState:
+    """Loads the latest checkpoint of a run directory (for sampling and evaluation)."""
+    mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
+    abstract, _ = abstract_train_state(method, optimizer, batch, config, mesh)
+    checkpointer = Checkpointer(Path(workdir) / "checkpoints", keep=config.keep_checkpoints)
+    try:
+        return checkpointer.restore(abstract)
+    finally:
+        checkpointer.close()
+
+
+def train(
+    method: Any,
+    optimizer: optax.GradientTransformation,
+    batches: BatchFn,
+    config: TrainConfig,
+    workdir: str | Path,
+    *,
+    frozen: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = True,
+) -> TrainState:
+    """Trains ``method`` up to ``config.steps``, resuming from ``workdir`` if it has a checkpoint.
+
+    Args:
+      method: a method adapter (``init`` and ``loss``, or ``train_step``).
+      optimizer: the optax optimizer (unused by methods with their own ``train_step``).
+      batches: ``step -> host batch``; must be a pure function of the step.
+      config: the trainer fields (steps, seed, checkpointing, strategy, …).
+      workdir: the run directory (``checkpoints/``, ``metrics.jsonl``, ``loss.png``).
+      frozen: trees the loss reads but never trains (a teacher).
+      mesh: the device mesh; ``parallel.make_mesh(config.strategy)`` by default.
+      progress: show a tqdm progress bar.
+
+    Returns:
+      The final train state (sharded over ``mesh``).
+
+    Raises:
+      NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+      TrainingInterrupted: SIGINT/SIGTERM arrived (a checkpoint of the current step was written).
+      CheckpointError: the run directory holds an unusable or foreign checkpoint.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
+    batch_sharding = parallel.batch_sharding(mesh)
+    first_batch = batches(0)
+    abstract, shardings = abstract_train_state(method, optimizer, first_batch, config, mesh)
+
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+    log = MetricsLog(workdir / "metrics.jsonl")
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(abstract)
+    else:
+        init = jax.jit(lambda b: init_state(method, optimizer, b, config.seed), out_shardings=shardings)
+        state = init(first_batch)
+    start = int(state.step)
+    log.truncate_after(start)
+    write_json_atomic(workdir / "trainer.json", {"devices": len(mesh.devices.flat), "mesh": dict(mesh.shape)})
+
+    step_fn = _jitted_train_step(method, optimizer, config.ema_decay, mesh, config.strategy, _signature(abstract))
+    try:
+        state = _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, log, progress)
+    finally:
+        checkpointer.close()
+        if log.path.exists():
+            plot_metrics(log.read(), workdir / "loss.png")
+    return state
+
+
+def _signature(abstract: TrainState) -> tuple:
+    """A hashable description of a state's structure, shapes and dtypes."""
+    leaves, treedef = jax.tree.flatten(abstract)
+    return treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_train_step(method, optimizer, ema_decay, mesh, strategy, signature):
+    """One jitted step per (method, optimizer, mesh, state layout), reused across ``train`` calls.
+
+    Reusing the jitted function lets JAX reuse its compilation when a process
+    trains the same model again (resuming in a notebook, tests).
+    """
+    treedef, leaves = signature
+    abstract = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves])
+    shardings = parallel.state_shardings(abstract, mesh, strategy)
+    return jax.jit(
+        functools.partial(train_step, method, optimizer, ema_decay),
+        out_shardings=(shardings, parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, log, progress):
+    means = _IntervalMeans()
+    pending: tuple[int, Any] | None = None  # the newest step's metrics, checked one step late
+    interval_start = time.perf_counter()
+
+    def check(step: int, metrics: Any) -> dict[str, Any]:
+        host = jax.device_get(metrics)
+        loss = float(host["loss"])
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(step, loss, checkpointer.latest_step())
+        means.add(host)
+        return host
+
+    bar = tqdm(total=config.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    with StopRequest() as stop, bar:
+        for step in range(start + 1, config.steps + 1):
+            batch = parallel.put_global_batch(batches(step - 1), batch_sharding)
+            state, metrics = step_fn(state, batch, frozen)
+            if pending is not None:
+                check(*pending)
+            pending = (step, metrics)
+            must_save = step % config.checkpoint_every == 0 or step == config.steps or stop.requested
+            if step % config.log_every == 0 or must_save:
+                check(*pending)
+                pending = None
+                now = time.perf_counter()
+                steps_per_sec = means.count / max(now - interval_start, 1e-9)
+                record = {"step": step, **means.pop(), "steps_per_sec": steps_per_sec}
+                interval_start = now
+                log.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+            bar.update(1)
+            if must_save:
+                checkpointer.save(state)
+            if stop.requested:
+                raise TrainingInterrupted(stop.signum, step)
+    return state
