@@ -138,14 +138,16 @@ def apply_overrides(name: str, default: Any, overrides: tuple[str, ...]) -> Any:
         _fail(str(error), EXIT_USAGE)
 
 
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
 def _field_lines(config: Any) -> list[str]:
     hints = typing.get_type_hints(type(config))
-    lines = []
-    for field in dataclasses.fields(config):
-        kind = str(hints[field.name]).replace("typing.", "")
-        kind = hints[field.name].__name__ if isinstance(hints[field.name], type) else kind
-        lines.append(f"  {field.name:<20} {kind:<40} = {getattr(config, field.name)!r}")
-    return lines
+    return [
+        f"  {field.name:<20} {_type_name(hints[field.name]):<40} = {getattr(config, field.name)!r}"
+        for field in dataclasses.fields(config)
+    ]
 
 
 def cmd_list(registry: dict[str, Any]) -> None:

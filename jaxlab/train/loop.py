@@ -233,6 +233,12 @@ def _jitted_train_step(method, optimizer, ema_decay, mesh, strategy, signature):
 
 
 def _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, log, progress):
+    """Steps ``start + 1 … config.steps``: log, checkpoint, honour signals, stop on a non-finite loss.
+
+    Each step's loss is fetched one step late (after the next step is
+    dispatched) so the host never stalls the device, except at log and
+    checkpoint steps, where it is checked before anything is written.
+    """
     means = _IntervalMeans()
     pending: tuple[int, Any] | None = None  # the newest step's metrics, checked one step late
     interval_start = time.perf_counter()
