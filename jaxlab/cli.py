@@ -85,7 +85,11 @@ def experiments_dir() -> Path:
 
 
 def discover(directory: Path | None = None) -> dict[str, Any]:
-    """Imports every ``experiments/*.py`` and collects their ``EXPERIMENTS`` by name."""
+    """Imports every ``experiments/*.py`` and collects their ``EXPERIMENTS`` by name.
+
+    A module that fails to import is reported on stderr and skipped, so one
+    broken file does not take the other experiments down with it.
+    """
     directory = experiments_dir() if directory is None else directory
     found: dict[str, Any] = {}
     for path in sorted(directory.glob("*.py")):
@@ -94,7 +98,11 @@ def discover(directory: Path | None = None) -> dict[str, Any]:
         spec = importlib.util.spec_from_file_location(f"jaxlab_experiments.{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # noqa: BLE001 - report any failure and go on
+            print(f"jaxlab: warning: skipping {path}: {type(error).__name__}: {error}", file=sys.stderr)
+            continue
         for experiment in getattr(module, "EXPERIMENTS", ()):
             if experiment.name in found:
                 raise RuntimeError(f"experiment {experiment.name!r} is defined twice (second in {path})")

@@ -113,3 +113,14 @@ def test_sigint_checkpoints_and_exits_cleanly(tmp_path):
     saved = train.Checkpointer(workdir / "checkpoints").latest_step()
     assert saved is not None and saved >= 10
     assert max(json.loads(line)["step"] for line in metrics.read_text().splitlines()) <= saved
+
+
+def test_a_broken_experiment_file_is_reported_and_skipped(tmp_path, capsys):
+    (tmp_path / "broken.py").write_text("raise ImportError('missing optional dependency')\n")
+    (tmp_path / "fine.py").write_text(
+        "from jaxlab.train import Experiment, TrainConfig\n"
+        "EXPERIMENTS = [Experiment('fine', 'a fine one', TrainConfig(), run=lambda c, w: {})]\n"
+    )
+    registry = cli.discover(tmp_path)
+    assert list(registry) == ["fine"]
+    assert "skipping" in capsys.readouterr().err
