@@ -1,1 +1,25 @@
 """jaxlab.linalg — public names re-exported here."""
+
+from jaxlab.linalg.msign import msign, msign_svd
+from jaxlab.linalg.polar_coeffs import (
+    KELLER_COEFFS,
+    POLAR_EXPRESS_BANDS,
+    POLAR_EXPRESS_COEFFS,
+    POLAR_EXPRESS_LOWER,
+    POWER_SAFETY,
+    coefficient_table,
+)
+from jaxlab.linalg.power_iteration import power_iteration, psd_eigenvalue_lower_bound
+
+__all__ = [
+    "KELLER_COEFFS",
+    "POLAR_EXPRESS_BANDS",
+    "POLAR_EXPRESS_COEFFS",
+    "POLAR_EXPRESS_LOWER",
+    "POWER_SAFETY",
+    "coefficient_table",
+    "msign",
+    "msign_svd",
+    "power_iteration",
+    "psd_eigenvalue_lower_bound",
+]

@@ -1,0 +1,412 @@
+"""muon-compare: AdamW vs Muon vs Muon + spectral decay on a digits MLP classifier.
+
+One small model — an MLP (64 → width → … → width → 10) on the embedded 8×8
+digits — is trained three times from the same initial parameters on the same
+batch sequence, for the same number of steps and the same schedule shape
+(linear warm-up, then cosine decay to zero at ``steps``):
+
+* ``adamw``: ``optax.adamw`` on every parameter, peak rate ``learning_rate``.
+* ``muon``: :func:`jaxlab.optim.muon` with its default routing — the hidden
+  matrices (here every ``Dense_i/kernel``) take Muon steps at peak rate
+  ``muon_learning_rate``; biases and the output layer (named ``head``) take
+  the AdamW branch at ``learning_rate`` with AdamW's hyperparameters, so the
+  two arms differ only in how hidden matrices are updated.
+* ``muon_spectral``: the same plus :func:`jaxlab.optim.spectral_decay` chained
+  into the Muon branch (``muon(..., spectral_decay_rate=...)``: after the
+  orthogonalized step and before the learning rate), which shrinks only the top
+  singular value of each hidden matrix.
+
+Held-out cross-entropy and accuracy are evaluated every ``eval_every`` steps
+on the whole test split. The three runs advance in lock-step, one chunk (a
+jitted ``lax.scan`` of :func:`jaxlab.train.train_step`) of each in turn, so
+load from other processes falls on all three alike; wall time counts only the
+training chunks (not compilation, timed apart, nor evaluation).
+
+Hyperparameters (defaults) come from a coarse sweep at the default budget
+(600 steps of batch 128 ≈ 53 epochs, 50 warm-up steps, width 256, seed 0),
+each arm picked by its final held-out loss (values within ~0.005 of each
+other are within the noise of a 360-image test split, which also served as
+the tuning split; the first Muon points ran with the AdamW branch at 1e-3):
+
+* AdamW: peak 1e-2, weight decay 0.3 (final 0.087). 1e-3 → 0.102, 3e-3 →
+  0.091–0.119 and 3e-2 → 0.098 across weight decays 0.1–1; weight decay 0
+  over-fits (1e-2: 0.129), 3 under-fits (0.13).
+* Muon: peak 0.02 (Keller's shape scale ``sqrt(max(1, fan_out/fan_in))``),
+  decoupled weight decay 0.5 (final 0.074, AdamW's final reached at step 80).
+  Muon's rate is the spectral-norm size of a step — its update is a
+  semi-orthogonal matrix with every singular value ≈ 1 — not a per-coordinate
+  size as in Adam, hence its own scale. Weight decay is essential here
+  (Moonlight's point): an orthogonalized step does not shrink as the
+  gradient vanishes, so without decay the weights keep growing once the train
+  set is fit (train loss reaches 0.0 in float32) and the held-out loss climbs
+  (0.18 at 0.01, 0.53 at 0.02). lr·wd ≈ 0.01 did best (0.01/1.0 → 0.071,
+  0.005/1.0 → 0.072, 0.05/0.3 → 0.075); 0.02/1.0 under-fits (0.104).
+* Spectral decay: rate 1.0 on top of Muon's weight decay (0.1 → 0.081,
+  0.3 → 0.076, 1.0 → 0.073). The rate multiplies ``sigma_1 u_1 v_1^T`` before
+  the learning rate, like ``weight_decay`` multiplies ``W``. Without weight
+  decay it does not prevent the growth (only the top singular value is
+  decayed): 0.3/1/3 → 0.145/0.184/0.115.
+
+``muon_coeffs`` defaults to ``"keller"``: with the default ``"polar_express"``
+table, ``msign`` returned NaN on this model's 256×256 momentum (its power
+estimate of sigma_1 came out ~11 % low, beyond what the first Polar Express
+polynomial tolerates; Keller's tolerates ~1.2×). ``--set
+muon_coeffs=polar_express`` compares it once that is fixed.
+
+Outputs in the run directory: ``loss_vs_step.png``, ``loss_vs_time.png``,
+``steps_to_target.md`` (steps and seconds each optimizer needs to reach AdamW's
+final held-out loss), ``curves.json`` (every evaluation), ``results.json``.
+No checkpoints are written: the run is a ~half-minute measurement, and
+checkpoint I/O would distort the wall-time comparison; re-running repeats it.
+
+References:
+    Jordan, "Muon: An optimizer for hidden layers in neural networks", 2024.
+    https://kellerjordan.github.io/posts/muon/
+
+    Liu et al., "Muon is Scalable for LLM Training" (Moonlight), 2025.
+    https://arxiv.org/abs/2502.16982
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from jaxlab.data import digits_split, epoch_permutation_batch  # noqa: E402
+from jaxlab.optim import muon  # noqa: E402
+from jaxlab.train import (  # noqa: E402
+    Experiment,
+    NonFiniteLossError,
+    TrainConfig,
+    init_state,
+    train_step,
+    write_json_atomic,
+)
+
+OPTIMIZERS = ("adamw", "muon", "muon_spectral")
+LABELS = {"adamw": "AdamW", "muon": "Muon", "muon_spectral": "Muon + spectral decay"}
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(TrainConfig):
+    """muon-compare configuration (trainer fields from :class:`TrainConfig`).
+
+    ``seed`` sets the initial parameters (shared by the three arms) and the
+    batch order; ``learning_rate`` is AdamW's peak rate (the baseline, and the
+    AdamW branch of both Muon arms); ``ema_decay``, ``checkpoint_every``,
+    ``keep_checkpoints``, ``log_every`` and ``strategy`` are not used (no
+    checkpoints, one device).
+
+    Attributes:
+      weight_decay: decoupled weight decay of AdamW (and of the AdamW branch).
+      muon_learning_rate: peak rate of the Muon branch (hidden matrices).
+      muon_weight_decay: decoupled weight decay of the Muon branch.
+      spectral_decay_rate: rate of :func:`jaxlab.optim.spectral_decay` in the
+        third arm (in addition to ``muon_weight_decay``).
+      muon_coeffs: ``msign`` coefficients of both Muon arms.
+      width, depth: hidden width and number of hidden layers of the MLP.
+      eval_every: steps between held-out evaluations.
+      split_seed, test_fraction: the train/test split of the digits.
+    """
+
+    steps: int = 600
+    batch_size: int = 128
+    learning_rate: float = 1e-2
+    warmup_steps: int = 50
+    weight_decay: float = 0.3
+    muon_learning_rate: float = 0.02
+    muon_weight_decay: float = 0.5
+    spectral_decay_rate: float = 1.0
+    muon_coeffs: Literal["polar_express", "keller"] = "keller"
+    width: int = 256
+    depth: int = 2
+    eval_every: int = 20
+    split_seed: int = 0
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("width", "depth", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("muon_learning_rate", "spectral_decay_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "muon_weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+class MLP(nn.Module):
+    """``depth`` hidden ReLU layers (``Dense_i``) and a linear output layer named ``head``."""
+
+    width: int
+    depth: int
+
+    @nn.compact
+    def __call__(self, x):  # (b, 64) -> (b, 10)
+        for i in range(self.depth):
+            x = nn.relu(nn.Dense(self.width, name=f"Dense_{i}")(x))
+        return nn.Dense(NUM_CLASSES, name="head")(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+    """Method adapter: softmax cross-entropy of a network on ``{"x": (b, 64), "y": (b,)}``."""
+
+    apply_fn: Callable
+    init_fn: Callable
+
+    def init(self, key, batch):
+        return self.init_fn(key, batch["x"])
+
+    def metrics(self, params, batch) -> dict[str, jax.Array]:
+        logits = self.apply_fn(params, batch["x"])  # (b, 10)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+        accuracy = (jnp.argmax(logits, -1) == batch["y"]).mean()
+        return {"loss": loss, "accuracy": accuracy}
+
+    def loss(self, params, batch, *, key, ctx):
+        del key, ctx
+        metrics = self.metrics(params, batch)
+        return metrics["loss"], {"accuracy": metrics["accuracy"]}
+
+
+def build_method(config: Config) -> Classifier:
+    network = MLP(width=config.width, depth=config.depth)
+    return Classifier(apply_fn=network.apply, init_fn=network.init)
+
+
+def load_data(config: Config) -> dict[str, np.ndarray]:
+    """Digits as float32 ``(n, 64)`` in [-1, 1] and int32 labels, split by ``split_seed``."""
+    split = digits_split(seed=config.split_seed, test_fraction=config.test_fraction)
+    scale = lambda images: (images.reshape(len(images), -1).astype(np.float32) / 8.0 - 1.0)  # noqa: E731
+    return {
+        "train_x": scale(split["train_images"]),
+        "train_y": split["train_labels"].astype(np.int32),
+        "test_x": scale(split["test_images"]),
+        "test_y": split["test_labels"].astype(np.int32),
+    }
+
+
+def schedule(peak: float, config: Config) -> optax.Schedule:
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``steps``."""
+    warmup = min(config.warmup_steps, config.steps - 1)
+    decay = optax.cosine_decay_schedule(peak, max(config.steps - warmup, 1))
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup]) if warmup else decay
+
+
+def build_optimizer(name: str, config: Config) -> optax.GradientTransformation:
+    """The optimizer of arm ``name`` (one of :data:`OPTIMIZERS`)."""
+    adam_lr = schedule(config.learning_rate, config)
+    if name == "adamw":
+        return optax.adamw(adam_lr, weight_decay=config.weight_decay)
+    return muon(
+        schedule(config.muon_learning_rate, config),
+        weight_decay=config.muon_weight_decay,
+        spectral_decay_rate=config.spectral_decay_rate if name == "muon_spectral" else None,
+        adam_learning_rate=adam_lr,
+        adam_weight_decay=config.weight_decay,
+        coeffs=config.muon_coeffs,
+    )
+
+
+def batch_indices(config: Config, num_train: int) -> np.ndarray:
+    """``(steps, batch)`` example indices; the same sequence for every optimizer."""
+    return np.stack(
+        [epoch_permutation_batch(num_train, config.batch_size, seed=config.seed, step=s) for s in range(config.steps)]
+    ).astype(np.int32)
+
+
+def eval_points(config: Config) -> list[int]:
+    """The steps after which the held-out loss is measured (0, every ``eval_every``, and the last)."""
+    return sorted({0, *range(config.eval_every, config.steps, config.eval_every), config.steps})
+
+
+@dataclasses.dataclass
+class Arm:
+    """One optimizer's run: its state, compiled chunks and evaluation history."""
+
+    name: str
+    state: Any
+    chunks: dict[int, Any]
+    compile_s: float
+    seconds: float = 0.0
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+def _chunk_fn(method: Classifier, optimizer: optax.GradientTransformation):
+    """``(state, x, y, idx (k, b)) -> (state, losses (k,))``: ``k`` train steps in one ``lax.scan``."""
+    step = functools.partial(train_step, method, optimizer, 0.0)
+
+    def chunk(state, x, y, idx):
+        def body(state, i):
+            state, metrics = step(state, {"x": x[i], "y": y[i]})
+            return state, metrics["loss"]
+
+        return jax.lax.scan(body, state, idx)
+
+    return jax.jit(chunk, donate_argnums=0)
+
+
+def _start_arm(name, method, config, data, lengths, first_batch) -> Arm:
+    optimizer = build_optimizer(name, config)
+    state = jax.jit(lambda b: init_state(method, optimizer, b, config.seed))(first_batch)
+    chunk = _chunk_fn(method, optimizer)
+    start = time.perf_counter()
+    x, y = data["train_x"], data["train_y"]
+    shapes = {k: jax.ShapeDtypeStruct((k, config.batch_size), jnp.int32) for k in lengths}
+    compiled = {k: chunk.lower(state, x, y, shape).compile() for k, shape in shapes.items()}
+    return Arm(name=name, state=state, chunks=compiled, compile_s=time.perf_counter() - start)
+
+
+def first_reach(history: list[dict[str, float]], target: float, key: str = "step") -> float | None:
+    """The first evaluation's ``key`` at which the held-out loss is at or below ``target``; None if never."""
+    return next((h[key] for h in history if h["loss"] <= target), None)
+
+
+def train_arms(config: Config, data: dict[str, jax.Array], *, progress: bool = True) -> dict[str, Arm]:
+    """Trains every optimizer in lock-step, evaluating at :func:`eval_points`."""
+    method = build_method(config)
+    points = eval_points(config)
+    lengths = sorted({b - a for a, b in zip(points, points[1:])})
+    idx = jnp.asarray(batch_indices(config, len(data["train_x"])))
+    first_batch = {"x": data["train_x"][idx[0]], "y": data["train_y"][idx[0]]}
+    evaluate = jax.jit(method.metrics)
+    test = {"x": data["test_x"], "y": data["test_y"]}
+    train_eval = {"x": data["train_x"], "y": data["train_y"]}
+
+    arms = {name: _start_arm(name, method, config, data, lengths, first_batch) for name in OPTIMIZERS}
+
+    def record(arm: Arm, step: int) -> None:
+        held_out, train = jax.device_get((evaluate(arm.state.params, test), evaluate(arm.state.params, train_eval)))
+        arm.history.append({
+            "step": step,
+            "seconds": arm.seconds,
+            "loss": float(held_out["loss"]),
+            "accuracy": float(held_out["accuracy"]),
+            "train_loss": float(train["loss"]),
+        })
+
+    for arm in arms.values():
+        record(arm, 0)
+    bar = tqdm(total=config.steps * len(arms), unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    with bar:
+        for a, b in zip(points, points[1:]):
+            for arm in arms.values():
+                bar.set_description(arm.name)
+                start = time.perf_counter()
+                arm.state, losses = arm.chunks[b - a](arm.state, data["train_x"], data["train_y"], idx[a:b])
+                jax.block_until_ready((arm.state, losses))
+                arm.seconds += time.perf_counter() - start
+                record(arm, b)
+                bad = [v for v in (float(losses[-1]), arm.history[-1]["loss"]) if not math.isfinite(v)]
+                if bad:  # the held-out loss sees the parameters after step b, the train loss before it
+                    error = NonFiniteLossError(b, bad[0], None)
+                    error.args = (f"{LABELS[arm.name]}: {error.args[0]}",)
+                    raise error
+                bar.update(b - a)
+            bar.set_postfix({name: f"{arm.history[-1]['loss']:.3f}" for name, arm in arms.items()}, refresh=False)
+    return arms
+
+
+def plot_curves(arms: dict[str, Arm], target: float, path: Path, *, x: str) -> None:
+    """Held-out loss (solid) and train loss (dotted) against ``x`` (``"step"`` or ``"seconds"``)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for color, (name, arm) in zip(("C0", "C1", "C2"), arms.items(), strict=False):
+        xs = [h[x] for h in arm.history]
+        ax.plot(xs, [h["loss"] for h in arm.history], color=color, label=f"{LABELS[name]} (held-out)")
+        train = [h["train_loss"] for h in arm.history]
+        ax.plot(xs, train, color=color, linestyle=":", alpha=0.7, label=f"{LABELS[name]} (train)")
+    ax.axhline(target, color="gray", linestyle="--", linewidth=1, label="AdamW final held-out")
+    ax.set_yscale("log")
+    ax.set_xlabel("step" if x == "step" else "training wall time (s)")
+    ax.set_ylabel("cross-entropy")
+    ax.set_title(f"digits MLP: loss vs {'step' if x == 'step' else 'wall time'}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _fmt(value, spec: str) -> str:
+    return "never" if value is None else format(value, spec)
+
+
+def target_table(arms: dict[str, Arm], target: float, config: Config) -> str:
+    """Markdown table: steps and seconds to reach AdamW's final held-out loss, and the final figures."""
+    adam = f"{config.learning_rate:g}"
+    rates = {"adamw": adam, "muon": f"{config.muon_learning_rate:g} (AdamW branch {adam})"}
+    rates["muon_spectral"] = rates["muon"] + f", spectral {config.spectral_decay_rate:g}"
+    lines = [
+        f"Target: AdamW's final held-out loss {target:.4f} (evaluated every {config.eval_every} steps).",
+        "",
+        "| optimizer | peak learning rate | steps to target | seconds to target "
+        "| final held-out loss | final accuracy | train seconds | ms/step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, arm in arms.items():
+        final = arm.history[-1]
+        lines.append(
+            f"| {LABELS[name]} | {rates[name]} | {_fmt(first_reach(arm.history, target), 'd')} "
+            f"| {_fmt(first_reach(arm.history, target, 'seconds'), '.2f')} | {final['loss']:.4f} "
+            f"| {final['accuracy']:.4f} | {arm.seconds:.2f} | {1e3 * arm.seconds / config.steps:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(config: Config, workdir: Path) -> dict[str, Any]:
+    workdir = Path(workdir)
+    data = {k: jnp.asarray(v) for k, v in load_data(config).items()}
+    arms = train_arms(config, data)
+    target = arms["adamw"].history[-1]["loss"]
+
+    plot_curves(arms, target, workdir / "loss_vs_step.png", x="step")
+    plot_curves(arms, target, workdir / "loss_vs_time.png", x="seconds")
+    table = target_table(arms, target, config)
+    (workdir / "steps_to_target.md").write_text(table)
+    write_json_atomic(workdir / "curves.json", {name: arm.history for name, arm in arms.items()})
+    print(table)
+
+    results: dict[str, Any] = {}
+    for name, arm in arms.items():
+        final = arm.history[-1]
+        results[f"final_loss_{name}"] = final["loss"]
+        results[f"final_accuracy_{name}"] = final["accuracy"]
+        results[f"best_loss_{name}"] = min(h["loss"] for h in arm.history)
+        results[f"final_train_loss_{name}"] = final["train_loss"]
+        results[f"train_seconds_{name}"] = arm.seconds
+        results[f"compile_seconds_{name}"] = arm.compile_s
+    for name in ("muon", "muon_spectral"):
+        results[f"steps_to_adamw_final_{name}"] = first_reach(arms[name].history, target)
+        results[f"seconds_to_adamw_final_{name}"] = first_reach(arms[name].history, target, "seconds")
+    return results
+
+
+EXPERIMENTS = [
+    Experiment(
+        name="muon-compare",
+        description="AdamW vs Muon vs Muon + spectral decay on a digits MLP; held-out loss vs step and wall time",
+        config=Config(),
+        run=run,
+    )
+]

@@ -1,0 +1,247 @@
+"""Muon: momentum orthogonalized by a matrix-sign iteration, as optax transforms.
+
+``scale_by_muon`` keeps an EMA of the gradients (Nesterov by default), replaces
+each matrix by the approximate polar factor of its momentum
+(:func:`jaxlab.linalg.msign`) and rescales by a shape factor. ``muon`` adds
+decoupled weight decay and the learning rate, and routes every leaf that is not
+a hidden matrix to AdamW.
+
+References:
+    Jordan, "Muon: An optimizer for hidden layers in neural networks", 2024.
+    https://kellerjordan.github.io/posts/muon/
+
+    Liu et al., "Muon is Scalable for LLM Training" (Moonlight), 2025.
+    https://arxiv.org/abs/2502.16982
+
+    Amsel et al., "The Polar Express: Optimal Matrix Sign Methods and Their
+    Application to the Muon Algorithm", 2025. https://arxiv.org/abs/2505.16932
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxlab.linalg.polar_coeffs import coefficient_table
+from jaxlab.optim._checks import check_choice, check_scalar, check_steps
+from jaxlab.optim.dimension_numbers import matrix_view, path_str, resolve_dimension_numbers
+from jaxlab.optim.labels import ADAM, MUON, check_labels, muon_labels
+from jaxlab.optim.orthogonalize import orthogonalize_matrices
+from jaxlab.optim.spectral_decay import spectral_decay
+
+__all__ = ["MuonState", "scale_by_muon", "muon", "shape_scale"]
+
+_DEFAULT_STEPS = 5
+_SHAPE_SCALINGS = ("keller", "moonlight", "none")
+
+
+class MuonState(NamedTuple):
+    """State of :func:`scale_by_muon`: the momentum (EMA of gradients)."""
+
+    mu: optax.Updates
+
+
+def shape_scale(fan_in: int, fan_out: int, shape_scaling: str, update_rms=0.2):
+    """Per-matrix factor applied to the orthogonalized update.
+
+    ``"keller"``: ``sqrt(max(1, fan_out / fan_in))`` (Jordan 2024);
+    ``"moonlight"``: ``update_rms * sqrt(max(fan_in, fan_out))``, which gives a
+    full-rank update the RMS ``update_rms``, matching AdamW's (Liu et al. 2025);
+    ``"none"``: 1.
+    """
+    if shape_scaling == "keller":
+        return max(1.0, fan_out / fan_in) ** 0.5
+    if shape_scaling == "moonlight":
+        return update_rms * max(fan_in, fan_out) ** 0.5
+    return 1.0
+
+
+def scale_by_muon(
+    *,
+    beta=0.95,
+    nesterov: bool = True,
+    steps: int | None = None,
+    coeffs="polar_express",
+    shape_scaling: str = "keller",
+    update_rms=0.2,
+    dimension_numbers=None,
+    mu_dtype=None,
+    compute_dtype=None,
+    group_shapes: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """Momentum, orthogonalization by ``msign`` and shape scaling (no learning rate).
+
+    ``mu <- beta mu + (1 - beta) g``; the direction is ``beta mu + (1 - beta) g``
+    with Nesterov, else ``mu``; its matrix view (see ``dimension_numbers``) is
+    replaced by ``msign`` and multiplied by :func:`shape_scale`. ``msign`` is
+    scale invariant, so no bias correction is needed.
+
+    Every leaf must be a matrix or have dimension numbers; route the others with
+    :func:`muon` (or ``optax.partition``). Equal-shaped matrices (after putting
+    the short side first) are orthogonalized in one batched call.
+
+    Args:
+        beta: momentum EMA decay (scalar or injected).
+        nesterov: use the Nesterov direction.
+        steps: ``msign`` iterations (``None`` → 5). Keep it a Python int under
+            ``optax.inject_hyperparams`` (``static_args=("steps",)``) for the fast
+            unrolled path; an injected value falls back to a ``fori_loop``.
+        coeffs: ``"polar_express"``, ``"keller"``, or a ``(3,)``/``(k, 3)`` table.
+        shape_scaling: ``"keller"``, ``"moonlight"`` or ``"none"``.
+        update_rms: target update RMS for ``"moonlight"``.
+        dimension_numbers: ``None`` (rank-2 leaves), a tree of
+            ``DimensionNumbers``/``None`` or a callable ``updates -> tree``
+            (called on the possibly masked update tree).
+        mu_dtype: dtype of the momentum (``None``: the gradient's).
+        compute_dtype: ``msign`` matmul operand dtype, e.g. ``"bfloat16"`` (float32
+            accumulation); ``None`` computes in float32 (float64 for float64 momentum).
+        group_shapes: batch equal-shaped matrices into one ``msign`` call (on CPU
+            only small ones, see :func:`jaxlab.optim.orthogonalize.orthogonalize_matrices`).
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs`` with state :class:`MuonState`.
+
+    Raises:
+        ValueError: for hyperparameters of the wrong form, or — naming the leaf
+            path — a leaf that is not a matrix and has no (fitting) dimension numbers.
+
+    References:
+        Jordan, "Muon", 2024; Liu et al., "Muon is Scalable for LLM Training", 2025.
+    """
+    fn = "scale_by_muon"
+    check_scalar(beta, "beta", fn)
+    check_scalar(update_rms, "update_rms", fn)
+    check_steps(steps, "steps", fn)
+    check_choice(shape_scaling, "shape_scaling", fn, _SHAPE_SCALINGS)
+    coefficient_table(coeffs, f"{fn}: coeffs")
+    msign_kwargs = dict(steps=_DEFAULT_STEPS if steps is None else steps, coeffs=coeffs, dtype=compute_dtype)
+
+    def views(tree):
+        dims = resolve_dimension_numbers(dimension_numbers, tree, fn=fn)
+        flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        out = [matrix_view(jnp.shape(x), dims.get(path_str(p)), path_str(p)) for p, x in flat]
+        return [x for _, x in flat], out, treedef
+
+    def init_fn(params):
+        views(params)  # validates every leaf, naming its path
+        return MuonState(mu=optax.tree.zeros_like(params, dtype=mu_dtype))
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = jax.tree.map(lambda m, g: (beta * m + (1 - beta) * g).astype(m.dtype), state.mu, updates)
+        direction = jax.tree.map(lambda m, g: beta * m + (1 - beta) * g, mu, updates) if nesterov else mu
+        leaves, leaf_views, treedef = views(direction)
+        mats = [v.to_matrices(x) for v, x in zip(leaf_views, leaves, strict=True)]
+        orth = orthogonalize_matrices(mats, group=group_shapes, **msign_kwargs)
+        grads = jax.tree.leaves(updates)
+        new = [
+            (v.from_matrices(o) * shape_scale(v.fan_in, v.fan_out, shape_scaling, update_rms)).astype(g.dtype)
+            for v, o, g in zip(leaf_views, orth, grads, strict=True)
+        ]
+        return jax.tree_util.tree_unflatten(treedef, new), MuonState(mu=mu)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _labels_fn(labels, dimension_numbers):
+    if labels is None:
+        return lambda params: muon_labels(params, dimension_numbers)
+    if callable(labels):
+        return lambda params: check_labels(labels(params), "muon")
+    return check_labels(labels, "muon")
+
+
+def muon(
+    learning_rate,
+    *,
+    beta=0.95,
+    nesterov: bool = True,
+    steps: int | None = None,
+    coeffs="polar_express",
+    shape_scaling: str = "keller",
+    update_rms=0.2,
+    weight_decay=0.0,
+    weight_decay_mask=None,
+    spectral_decay_rate=None,
+    labels=None,
+    dimension_numbers=None,
+    adam_learning_rate=None,
+    adam_b1=0.9,
+    adam_b2=0.999,
+    adam_eps=1e-8,
+    adam_weight_decay=0.0,
+    mu_dtype=None,
+    compute_dtype=None,
+    group_shapes: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """Muon for hidden matrices and AdamW for everything else.
+
+    The Muon branch is ``scale_by_muon`` → decoupled weight decay
+    (``weight_decay * param``) → optional :func:`spectral_decay` →
+    ``-learning_rate``. The AdamW branch is ``optax.adamw``.
+
+    Args:
+        learning_rate: scalar or schedule for the Muon branch.
+        beta, nesterov, steps, coeffs, shape_scaling, update_rms, mu_dtype,
+            compute_dtype, group_shapes: see :func:`scale_by_muon`.
+        weight_decay: decoupled weight decay of the Muon branch.
+        weight_decay_mask: optional mask (tree or callable) for ``weight_decay``.
+        spectral_decay_rate: if not ``None``, add :func:`spectral_decay` with this
+            rate to the Muon branch.
+        labels: ``None`` (:func:`muon_labels` with ``dimension_numbers``), a tree
+            of ``"muon"``/``"adam"`` or a callable ``params -> tree``. Under
+            ``optax.inject_hyperparams`` list a callable in ``static_args``.
+        dimension_numbers: ``None``, a tree of ``DimensionNumbers``/``None`` or a
+            callable ``tree -> tree`` (e.g. :func:`flax_dimension_numbers`).
+        adam_learning_rate: scalar or schedule for AdamW (``None``: ``learning_rate``).
+        adam_b1, adam_b2, adam_eps, adam_weight_decay: AdamW hyperparameters.
+
+    Returns:
+        An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+        ValueError: for a learning rate, coefficient table or other
+            hyperparameter of the wrong form, an unknown label, or — naming the
+            leaf path — a leaf routed to Muon that is not a matrix or whose
+            dimension numbers do not fit its rank.
+
+    References:
+        Jordan, "Muon", 2024; Liu et al., "Muon is Scalable for LLM Training", 2025.
+    """
+    fn = "muon"
+    check_scalar(learning_rate, "learning_rate", fn, schedule=True)
+    if adam_learning_rate is None:
+        adam_learning_rate = learning_rate
+    check_scalar(adam_learning_rate, "adam_learning_rate", fn, schedule=True)
+    for name, value in (("weight_decay", weight_decay), ("adam_b1", adam_b1), ("adam_b2", adam_b2)):
+        check_scalar(value, name, fn)
+    check_scalar(adam_eps, "adam_eps", fn)
+    check_scalar(adam_weight_decay, "adam_weight_decay", fn)
+    muon_chain = [
+        scale_by_muon(
+            beta=beta,
+            nesterov=nesterov,
+            steps=steps,
+            coeffs=coeffs,
+            shape_scaling=shape_scaling,
+            update_rms=update_rms,
+            dimension_numbers=dimension_numbers,
+            mu_dtype=mu_dtype,
+            compute_dtype=compute_dtype,
+            group_shapes=group_shapes,
+        ),
+    ]
+    if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):  # skip a pass over the weights
+        muon_chain.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
+    if spectral_decay_rate is not None:
+        muon_chain.append(spectral_decay(spectral_decay_rate))
+    muon_chain.append(optax.scale_by_learning_rate(learning_rate))
+    adam = optax.adamw(
+        adam_learning_rate, b1=adam_b1, b2=adam_b2, eps=adam_eps, weight_decay=adam_weight_decay, mu_dtype=mu_dtype
+    )
+    return optax.with_extra_args_support(
+        optax.partition({MUON: optax.chain(*muon_chain), ADAM: adam}, _labels_fn(labels, dimension_numbers))
+    )
