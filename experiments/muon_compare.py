@@ -47,11 +47,11 @@ the tuning split; the first Muon points ran with the AdamW branch at 1e-3):
   decay it does not prevent the growth (only the top singular value is
   decayed): 0.3/1/3 → 0.145/0.184/0.115.
 
-``muon_coeffs`` defaults to ``"keller"``: with the default ``"polar_express"``
-table, ``msign`` returned NaN on this model's 256×256 momentum (its power
-estimate of sigma_1 came out ~11 % low, beyond what the first Polar Express
-polynomial tolerates; Keller's tolerates ~1.2×). ``--set
-muon_coeffs=polar_express`` compares it once that is fixed.
+``muon_coeffs`` defaults to ``"keller"``, the table the learning rates above
+were tuned with; ``--set muon_coeffs=polar_express`` runs the library's
+default (an early ``msign`` under-estimated sigma_1 on this model's 256×256
+momentum and diverged; it now starts the power iteration from several vectors
+and never scales below a guaranteed bound, with a regression test).
 
 Outputs in the run directory: ``loss_vs_step.png``, ``loss_vs_time.png``,
 ``steps_to_target.md`` (steps and seconds each optimizer needs to reach AdamW's
