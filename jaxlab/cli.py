@@ -182,7 +182,7 @@ def cmd_train(registry: dict[str, Any], command: Train) -> None:
     parallel.maybe_initialize_distributed()
     try:
         results = train.run_experiment(experiment, config, workdir)
-    except train.WorkdirError as error:
+    except (train.WorkdirError, FileNotFoundError) as error:  # FileNotFoundError: a dataset to put in place
         _fail(str(error), EXIT_USAGE)
     except (train.CheckpointError, train.NonFiniteLossError) as error:
         _fail(str(error), EXIT_FAILED)

@@ -70,9 +70,10 @@ def test_s4_digits_trains_and_reports_accuracy(tmp_path):
     assert logged[-1]["step"] == 10 and "accuracy" in logged[-1]
 
 
-def test_s4_digits_missing_mnist_files_give_the_loaders_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
-        run_cli("train", "s4-digits", "--workdir", str(tmp_path / "mnist"), "--set", f"data_dir={tmp_path / 'none'}")
+def test_s4_digits_missing_mnist_files_give_the_loaders_error(tmp_path, capsys):
+    status = run_cli("train", "s4-digits", "--workdir", str(tmp_path / "mnist"), "--set", f"data_dir={tmp_path / 'none'}")
+    assert status == 2
+    assert "train-images-idx3-ubyte" in capsys.readouterr().err
     assert not (tmp_path / "mnist" / "checkpoints").exists()
 
 
