@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/jaxlab train flow-toy2d --workdir runs/flow-toy2d
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 clean-venv:
 	rm -rf $(VENV)
