@@ -12,3 +12,7 @@ __all__ = [
     "safe_sqrt",
     "sliced_wasserstein",
 ]
+
+from jaxlab.eval.features import classify_digits, digits_features, digits_frechet_distance, frechet_distance  # noqa: E402
+
+__all__ += ["classify_digits", "digits_features", "digits_frechet_distance", "frechet_distance"]

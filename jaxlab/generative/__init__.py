@@ -9,3 +9,62 @@ from jaxlab.generative.flow import (
 )
 
 __all__ = ["RectifiedFlow", "flow_matching_loss", "interpolate", "sample_ode", "sample_time"]
+
+from jaxlab.generative.tarflow import (  # noqa: E402
+    TarFlow,
+    patchify,
+    tarflow_denoise,
+    tarflow_forward,
+    tarflow_log_prob,
+    unpatchify,
+)
+from jaxlab.generative.tarflow_sampling import (  # noqa: E402
+    block_forward,
+    invert_cached,
+    invert_jacobi,
+    invert_recompute,
+    tarflow_inverse,
+)
+
+__all__ += [
+    "TarFlow",
+    "block_forward",
+    "invert_cached",
+    "invert_jacobi",
+    "invert_recompute",
+    "patchify",
+    "tarflow_denoise",
+    "tarflow_forward",
+    "tarflow_inverse",
+    "tarflow_log_prob",
+    "unpatchify",
+]
+
+from jaxlab.generative import schedules  # noqa: E402
+from jaxlab.generative.diffusion import (  # noqa: E402
+    Diffusion,
+    classifier_free_guidance,
+    diffusion_loss,
+)
+from jaxlab.generative.likelihood import bits_per_dim, ode_log_likelihood  # noqa: E402
+from jaxlab.generative.reflow import ReFlow, generate_couplings, paired_flow_matching_loss, straightness  # noqa: E402
+from jaxlab.generative.samplers import sample_ddim, sample_ddpm, sample_pf_ode, uniform_times  # noqa: E402
+from jaxlab.generative.upsample_guidance import upsample_guidance  # noqa: E402
+
+__all__ += [
+    "Diffusion",
+    "ReFlow",
+    "bits_per_dim",
+    "classifier_free_guidance",
+    "diffusion_loss",
+    "generate_couplings",
+    "ode_log_likelihood",
+    "paired_flow_matching_loss",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_pf_ode",
+    "schedules",
+    "straightness",
+    "uniform_times",
+    "upsample_guidance",
+]

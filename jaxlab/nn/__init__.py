@@ -4,3 +4,109 @@ from jaxlab.nn.embeddings import sinusoidal_embedding
 from jaxlab.nn.mlp import ResidualBlock, TimeMLP
 
 __all__ = ["ResidualBlock", "TimeMLP", "sinusoidal_embedding"]
+
+from jaxlab.nn.causal_transformer import CausalTransformer, empty_cache  # noqa: E402
+
+__all__ += ["CausalTransformer", "empty_cache"]
+
+from jaxlab.nn.attention import AttentionConfig, MultiHeadAttention  # noqa: E402
+from jaxlab.nn.kv_cache import (  # noqa: E402
+    KVCache,
+    LatentCache,
+    cache_bytes,
+    cache_bytes_per_token,
+    cache_size_per_token,
+    init_cache,
+)
+from jaxlab.nn.mla import DEEPSEEK_V2, MLAConfig, MultiHeadLatentAttention  # noqa: E402
+from jaxlab.nn.rerope import rectified_relative_positions, rerope_logits  # noqa: E402
+from jaxlab.nn.rope import (  # noqa: E402
+    apply_rope,
+    axial_rope_angles,
+    grid_positions,
+    mrope_angles,
+    mrope_position_ids,
+    rope,
+    rope_angles,
+    rope_frequencies,
+    rope_tie_angles,
+    rope_tie_position_ids,
+)
+from jaxlab.nn.rope_scaling import (  # noqa: E402
+    RopeConfig,
+    dynamic_ntk_factor,
+    logn_scale,
+    ntk_base,
+    pi_frequencies,
+    scaled_frequencies,
+    yarn_frequencies,
+    yarn_qk_scale,
+)
+from jaxlab.nn.streaming import (  # noqa: E402
+    LinearAttentionState,
+    elu_feature_map,
+    linear_attention_parallel,
+    linear_attention_recurrent,
+    streaming_attention,
+)
+from jaxlab.nn.transformer import (  # noqa: E402
+    DecoderLM,
+    LanguageModel,
+    TransformerConfig,
+    attention_layer,
+    count_params,
+    greedy_generate,
+    init_caches,
+    token_losses,
+)
+
+__all__ += [
+    "DEEPSEEK_V2",
+    "AttentionConfig",
+    "DecoderLM",
+    "KVCache",
+    "LanguageModel",
+    "LatentCache",
+    "LinearAttentionState",
+    "MLAConfig",
+    "MultiHeadAttention",
+    "MultiHeadLatentAttention",
+    "RopeConfig",
+    "TransformerConfig",
+    "apply_rope",
+    "attention_layer",
+    "axial_rope_angles",
+    "cache_bytes",
+    "cache_bytes_per_token",
+    "cache_size_per_token",
+    "count_params",
+    "dynamic_ntk_factor",
+    "elu_feature_map",
+    "greedy_generate",
+    "grid_positions",
+    "init_cache",
+    "init_caches",
+    "linear_attention_parallel",
+    "linear_attention_recurrent",
+    "logn_scale",
+    "mrope_angles",
+    "mrope_position_ids",
+    "ntk_base",
+    "pi_frequencies",
+    "rectified_relative_positions",
+    "rerope_logits",
+    "rope",
+    "rope_angles",
+    "rope_frequencies",
+    "rope_tie_angles",
+    "rope_tie_position_ids",
+    "scaled_frequencies",
+    "streaming_attention",
+    "token_losses",
+    "yarn_frequencies",
+    "yarn_qk_scale",
+]
+
+from jaxlab.nn.unet import ConditionedResBlock, UNet  # noqa: E402
+
+__all__ += ["ConditionedResBlock", "UNet"]

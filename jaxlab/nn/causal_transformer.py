@@ -1,0 +1,173 @@
+"""A small causal transformer over a sequence of vectors, with an optional KV cache.
+
+The network maps a sequence ``x`` (b, L, d_in) to outputs (b, L, d_out) where
+output ``i`` depends only on inputs ``0..i`` (causal self-attention). It is
+the conditioner of a TARFLOW block, but knows nothing about flows.
+
+One ``__call__`` serves three uses (all pure; the cache is an explicit value):
+
+* ``apply(params, x, labels)`` — the full causal pass, ``x`` (b, L', d_in)
+  with ``L' ≤ max_len``, positions ``0..L'-1``.
+* ``apply(params, x, labels, return_cache=True)`` — the same pass plus the
+  per-layer keys and values, a tuple of ``(k, v)`` pairs of shape
+  (b, L', heads, head_dim) each. Its ``jax.eval_shape`` at ``L' = max_len``
+  gives the layout of an empty cache.
+* ``apply(params, token, labels, cache=cache, position=i)`` — one decoding
+  step: ``token`` (b, 1, d_in) is placed at position ``i``; its keys and
+  values are written into the cache (b, max_len, heads, head_dim) and it
+  attends to positions ``0..i``. Returns ``(out (b, 1, d_out), new_cache)``,
+  equal to position ``i`` of the full pass on the same prefix.
+
+Class conditioning: with ``num_classes > 0`` a learned embedding of the label
+(b,) is added to every position; label ``num_classes`` is the "null" class
+used for classifier-free guidance.
+
+References:
+  Vaswani et al. 2017, "Attention Is All You Need" (arXiv:1706.03762).
+  Radford et al. 2019, "Language Models are Unsupervised Multitask Learners"
+  (pre-norm decoder-only transformer).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+KVCache = tuple[tuple[Array, Array], ...]  # per layer: (k, v), each (b, max_len, heads, head_dim)
+
+
+def _attend(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """Softmax attention. q (b, Lq, h, e), k/v (b, Lk, h, e), mask (Lq, Lk) bool -> (b, Lq, h, e)."""
+    logits = jnp.einsum("bqhe,bkhe->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+    logits = jnp.where(mask[None, None], logits, jnp.finfo(logits.dtype).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhqk,bkhe->bqhe", weights, v)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention that can read and write a KV cache."""
+
+    width: int
+    num_heads: int
+
+    @nn.compact
+    def __call__(self, h: Array, *, cache: tuple[Array, Array] | None = None, position: Array | None = None):
+        # h: (b, L, w) full pass, or (b, 1, w) with a cache at ``position``.
+        head_dim = self.width // self.num_heads
+        qkv = nn.DenseGeneral((3, self.num_heads, head_dim), name="qkv")(h)  # (b, L, 3, h, e)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if cache is None:
+            length = h.shape[1]
+            mask = jnp.tril(jnp.ones((length, length), bool))
+            out, new_kv = _attend(q, k, v, mask), (k, v)
+        else:
+            cached_k, cached_v = cache
+            cached_k = jax.lax.dynamic_update_slice_in_dim(cached_k, k.astype(cached_k.dtype), position, axis=1)
+            cached_v = jax.lax.dynamic_update_slice_in_dim(cached_v, v.astype(cached_v.dtype), position, axis=1)
+            mask = (jnp.arange(cached_k.shape[1]) <= position)[None, :]  # (1, max_len)
+            out, new_kv = _attend(q, cached_k, cached_v, mask), (cached_k, cached_v)
+        out = nn.DenseGeneral(self.width, axis=(-2, -1), name="out")(out)  # (b, L, w)
+        return out, new_kv
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm residual layer: causal attention then a GELU MLP."""
+
+    width: int
+    num_heads: int
+    mlp_ratio: int = 4
+
+    @nn.compact
+    def __call__(self, h: Array, *, cache=None, position=None):
+        attended, kv = CausalSelfAttention(self.width, self.num_heads)(nn.LayerNorm()(h), cache=cache, position=position)
+        h = h + attended
+        y = nn.Dense(self.mlp_ratio * self.width)(nn.LayerNorm()(h))
+        h = h + nn.Dense(self.width)(nn.gelu(y))
+        return h, kv
+
+
+class CausalTransformer(nn.Module):
+    """Causal transformer ``(b, L, d_in) -> (b, L, d_out)`` with learned positions.
+
+    The output projection starts at zero, so a fresh network outputs zeros
+    (a TARFLOW block built on it starts as the identity map).
+
+    Attributes:
+      out_features: d_out.
+      max_len: the longest sequence (size of the position table and the cache).
+      width: model width (divisible by ``num_heads``).
+      depth: number of transformer layers.
+      num_heads: attention heads.
+      num_classes: 0 for an unconditional network; otherwise labels in
+        ``0..num_classes`` are embedded, ``num_classes`` being the null class.
+      mlp_ratio: hidden size of the MLP as a multiple of ``width``.
+    """
+
+    out_features: int
+    max_len: int
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    num_classes: int = 0
+    mlp_ratio: int = 4
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        labels: Array | None = None,
+        *,
+        cache: KVCache | None = None,
+        position: Array | int | None = None,
+        return_cache: bool = False,
+    ):
+        if self.width % self.num_heads:
+            raise ValueError(f"width must be divisible by num_heads, got width={self.width}, num_heads={self.num_heads}")
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape (batch, length, features), got {x.shape}")
+        decoding = cache is not None
+        if decoding and (x.shape[1] != 1 or position is None):
+            raise ValueError(f"decoding takes one token (batch, 1, features) and a position, got x {x.shape}, position {position}")
+        if not decoding and x.shape[1] > self.max_len:
+            raise ValueError(f"x has length {x.shape[1]}, more than max_len={self.max_len}")
+        positions_table = self.param("positions", nn.initializers.normal(0.02), (self.max_len, self.width))
+        if decoding:
+            positions = jax.lax.dynamic_slice_in_dim(positions_table, position, 1, axis=0)  # (1, w)
+        else:
+            positions = positions_table[: x.shape[1]]  # (L, w)
+        h = nn.Dense(self.width, name="embed")(x) + positions[None]  # (b, L, w)
+        if self.num_classes:
+            if labels is None:
+                labels = jnp.full(x.shape[:1], self.num_classes, jnp.int32)  # the null class
+            h = h + nn.Embed(self.num_classes + 1, self.width, name="classes")(labels)[:, None, :]
+        new_cache = []
+        for layer in range(self.depth):
+            h, kv = TransformerLayer(self.width, self.num_heads, self.mlp_ratio, name=f"layer_{layer}")(
+                h, cache=cache[layer] if decoding else None, position=position
+            )
+            new_cache.append(kv)
+        out = nn.Dense(self.out_features, kernel_init=nn.initializers.zeros, name="head")(nn.LayerNorm()(h))
+        if decoding or return_cache:
+            return out, tuple(new_cache)
+        return out
+
+
+def empty_cache(apply_fn, params, batch_size: int, max_len: int, features: int, labels: Array | None = None) -> KVCache:
+    """A zero KV cache for ``apply_fn`` (a :class:`CausalTransformer`'s ``apply``), shaped by ``jax.eval_shape``.
+
+    Args:
+      apply_fn: ``apply_fn(params, x, labels, return_cache=True) -> (out, cache)``.
+      params: the network's parameters.
+      batch_size: b.
+      max_len: the sequence length to cache.
+      features: d_in.
+      labels: (b,) labels or None (only their shape matters).
+
+    Returns:
+      A tuple per layer of zero ``(k, v)`` arrays (b, max_len, heads, head_dim).
+    """
+    probe = jax.ShapeDtypeStruct((batch_size, max_len, features), jnp.float32)
+    _, layout = jax.eval_shape(lambda p, x, y: apply_fn(p, x, y, return_cache=True), params, probe, labels)
+    return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), layout)

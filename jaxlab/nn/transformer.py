@@ -1,0 +1,206 @@
+"""A small decoder-only language model over any attention layer of :mod:`jaxlab.nn`.
+
+Pre-norm blocks ``h + Attn(RMSNorm(h))`` then ``h + SwiGLU(RMSNorm(h))``,
+token embeddings, no absolute positions (RoPE inside attention), a final
+RMSNorm and an untied output projection. The attention layer is chosen by
+the type of ``config.attention``: :class:`AttentionConfig` (MHA/GQA/MQA) or
+:class:`MLAConfig`. Like the layers, the model decodes with explicit caches:
+``logits, caches = model.apply(params, tokens, caches)``.
+
+Also here: the next-token loss, a method adapter for :func:`jaxlab.train.train`
+and greedy generation (prefill then a ``lax.scan`` of one-token steps).
+
+References:
+  Radford et al. 2019, "Language Models are Unsupervised Multitask Learners"
+  (GPT-2: decoder-only pre-norm transformer).
+  Shazeer 2020, "GLU Variants Improve Transformer" (arXiv:2002.05202) — SwiGLU.
+  Zhang, Sennrich 2019, "Root Mean Square Layer Normalization" (arXiv:1910.07467).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax import Array
+
+from jaxlab.nn.attention import AttentionConfig, MultiHeadAttention
+from jaxlab.nn.kv_cache import init_cache
+from jaxlab.nn.mla import MLAConfig, MultiHeadLatentAttention
+from jaxlab.nn.rope_scaling import RopeConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Decoder-only LM hyperparameters (static, hashable).
+
+    Attributes:
+      attention: the attention layer's config; its type picks the layer.
+      vocab_size: number of token ids.
+      d_model: residual width.
+      num_layers: number of blocks.
+      d_ff: hidden width of the SwiGLU feed-forward.
+      norm_eps: RMSNorm epsilon.
+    """
+
+    attention: AttentionConfig | MLAConfig = AttentionConfig(num_heads=4, head_dim=32)
+    vocab_size: int = 256
+    d_model: int = 128
+    num_layers: int = 2
+    d_ff: int = 384
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attention, (AttentionConfig, MLAConfig)):
+            raise ValueError(f"`attention` must be an AttentionConfig or MLAConfig; got {type(self.attention).__name__}.")
+        for name in ("vocab_size", "d_model", "num_layers", "d_ff"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+
+    def with_rope(self, rope: RopeConfig) -> TransformerConfig:
+        """The same model with another RoPE setting (parameters are unchanged)."""
+        return dataclasses.replace(self, attention=dataclasses.replace(self.attention, rope=rope))
+
+
+def attention_layer(config: AttentionConfig | MLAConfig, name: str | None = None) -> nn.Module:
+    """The Linen attention module for an attention config."""
+    if isinstance(config, MLAConfig):
+        return MultiHeadLatentAttention(config, name=name)
+    if isinstance(config, AttentionConfig):
+        return MultiHeadAttention(config, name=name)
+    raise ValueError(f"`config` must be an AttentionConfig or MLAConfig; got {type(config).__name__}.")
+
+
+class SwiGLU(nn.Module):
+    """``(silu(x W_1) ⊙ x W_2) W_3``."""
+
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:  # (b, t, D) -> (b, t, D)
+        gate = nn.Dense(self.hidden, use_bias=False, name="gate")(x)
+        up = nn.Dense(self.hidden, use_bias=False, name="up")(x)
+        return nn.Dense(x.shape[-1], use_bias=False, name="down")(nn.silu(gate) * up)
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm attention + SwiGLU block."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, h: Array, cache: Any = None, *, positions: Array | None = None):
+        cfg = self.config
+        attended, cache = attention_layer(cfg.attention, name="attention")(
+            nn.RMSNorm(epsilon=cfg.norm_eps, name="attention_norm")(h), cache, positions=positions
+        )
+        h = h + attended
+        h = h + SwiGLU(cfg.d_ff, name="mlp")(nn.RMSNorm(epsilon=cfg.norm_eps, name="mlp_norm")(h))
+        return h, cache
+
+
+class DecoderLM(nn.Module):
+    """Decoder-only LM: ``(tokens (b, t), caches=None, *, positions=None) -> (logits (b, t, V) float32, caches)``."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens: Array, caches: tuple | None = None, *, positions: Array | None = None):
+        cfg = self.config
+        if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise ValueError(f"`tokens` must be an integer array (batch, time); got {tokens.dtype} {tokens.shape}.")
+        if caches is not None and len(caches) != cfg.num_layers:
+            raise ValueError(f"`caches` must hold num_layers = {cfg.num_layers} caches; got {len(caches)}.")
+        h = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed")(tokens.astype(jnp.int32))  # (b, t, D)
+        new_caches = []
+        for i in range(cfg.num_layers):
+            h, cache = DecoderBlock(cfg, name=f"block_{i}")(h, None if caches is None else caches[i], positions=positions)
+            new_caches.append(cache)
+        h = nn.RMSNorm(epsilon=cfg.norm_eps, name="final_norm")(h)
+        logits = nn.Dense(cfg.vocab_size, use_bias=False, name="unembed")(h).astype(jnp.float32)
+        return logits, None if caches is None else tuple(new_caches)
+
+
+def init_caches(config: TransformerConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> tuple:
+    """One empty cache per layer."""
+    return tuple(init_cache(config.attention, batch, max_len, dtype) for _ in range(config.num_layers))
+
+
+def token_losses(apply_fn: Callable, params: Any, windows: Array) -> Array:
+    """Next-token cross-entropy (nats) at every position of (b, t + 1) windows → (b, t)."""
+    if windows.ndim != 2 or windows.shape[1] < 2:
+        raise ValueError(f"`windows` must have shape (batch, time + 1) with time >= 1; got {windows.shape}.")
+    windows = windows.astype(jnp.int32)
+    logits, _ = apply_fn(params, windows[:, :-1])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, 1:])
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageModel:
+    """Method adapter for :func:`jaxlab.train.train`: next-token prediction on ``{"tokens": (b, t + 1)}``.
+
+    Attributes:
+      config: the model's :class:`TransformerConfig`.
+    """
+
+    config: TransformerConfig
+
+    @property
+    def network(self) -> DecoderLM:
+        return DecoderLM(self.config)
+
+    def init(self, key: Array, batch: dict[str, Array]) -> Any:
+        tokens = jnp.asarray(batch["tokens"])[:, :-1].astype(jnp.int32)
+        return self.network.init(key, tokens)
+
+    def loss(self, params: Any, batch: dict[str, Array], *, key: Array, ctx: Any = None) -> tuple[Array, dict]:
+        del key, ctx  # deterministic
+        loss = jnp.mean(token_losses(self.network.apply, params, batch["tokens"]))
+        return loss, {"bits_per_byte": loss / jnp.log(2.0)}
+
+
+def greedy_generate(apply_fn: Callable, params: Any, prompt: Array, caches: tuple, *, steps: int) -> tuple[Array, tuple]:
+    """Prefills ``caches`` with ``prompt`` (b, p), then decodes ``steps`` tokens greedily one at a time.
+
+    Args:
+      apply_fn: ``DecoderLM(config).apply``.
+      params: model parameters.
+      prompt: (b, p) integer tokens.
+      caches: empty caches with ``max_len >= p + steps``.
+      steps: number of new tokens (static).
+
+    Returns:
+      ``(tokens (b, steps) int32, caches)``.
+
+    Raises:
+      ValueError: if ``prompt`` is not a 2-D integer array or the caches are too short.
+    """
+    if prompt.ndim != 2 or not jnp.issubdtype(prompt.dtype, jnp.integer):
+        raise ValueError(f"`prompt` must be an integer array (batch, time); got {prompt.dtype} {prompt.shape}.")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`steps` must be a positive int; got {steps!r}.")
+    max_len = min(cache.max_len for cache in caches)
+    if prompt.shape[1] + steps > max_len:
+        raise ValueError(f"`caches` hold {max_len} tokens; prompt ({prompt.shape[1]}) + steps ({steps}) do not fit.")
+    logits, caches = apply_fn(params, prompt.astype(jnp.int32), caches)
+    first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)  # (b,)
+
+    def step(carry, _):
+        token, caches = carry
+        logits, caches = apply_fn(params, token[:, None], caches)
+        next_token = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+        return (next_token, caches), token
+
+    (_, caches), tokens = jax.lax.scan(step, (first, caches), None, length=steps)
+    return tokens.T, caches
+
+
+def count_params(params: Any) -> int:
+    """Number of scalars in a parameter tree."""
+    return sum(leaf.size for leaf in jax.tree.leaves(params))
