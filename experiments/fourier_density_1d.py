@@ -29,7 +29,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np

@@ -105,10 +105,11 @@ def _restore(config: Config, workdir: Path):
 
 
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
-    """``num`` digits (labels cycling 0..9, guided and denoised) as levels 0..16; ``steps`` is unused."""
+    """``num`` digits (labels cycling 0..9, guided, denoised if noise_std > 0) as levels 0..16; ``steps`` is unused."""
     method, params = _restore(config, workdir)
     labels = jnp.arange(num, dtype=jnp.int32) % NUM_CLASSES
-    draw = jax.jit(lambda p, key: method.sample_labels(p, key=key, labels=labels, num=num, guidance=config.guidance, denoise=True)[0])
+    guided = dataclasses.replace(method, guidance=config.guidance, denoise=config.noise_std > 0)
+    draw = jax.jit(lambda p, key: guided.sample_labels(p, key=key, labels=labels, num=num)[0])
     return np.asarray(unit_to_digits(draw(params, jax.random.key(seed))))[..., 0]
 
 
@@ -148,14 +149,15 @@ def _grid(method: TarFlow, params, config: Config, *, key: jax.Array) -> tuple[d
     @jax.jit
     def draw(p, guidance):  # a traced guidance weight: one compilation for both values
         x = method.sample_labels(p, key=key, labels=labels, num=labels.size, guidance=guidance, denoise=False)[0]
-        return x, method.denoised(p, x, labels)
+        return x, (method.denoised(p, x, labels) if method.noise_std > 0 else x)
 
     for guidance in (0.0, config.guidance):
         for denoise, x in zip((False, True), draw(params, jnp.float32(guidance))):
             images = np.asarray(unit_to_digits(x))[..., 0]  # (10·per, 8, 8)
             grids[f"guidance={guidance:g}, denoise={denoise}"] = images.reshape(NUM_CLASSES, per, 8, 8)
     jacobi = dataclasses.replace(method, jacobi_tol=1e-3)
-    _, passes = jax.jit(lambda p: jacobi.sample_labels(p, key=key, labels=labels, num=labels.size, sampler="jacobi", denoise=False))(params)
+    jacobi_draw = jax.jit(lambda p: jacobi.sample_labels(p, key=key, labels=labels, num=labels.size, sampler="jacobi"))
+    _, passes = jacobi_draw(params)
     return grids, float(np.mean(np.asarray(passes)))
 
 
@@ -180,7 +182,8 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
     params = train(method, adamw_with_warmup(config), make_batches(config), config, workdir).ema_params
     split = digits_split(seed=0)
     test_labels = split["test_labels"]
-    log_lik = class_log_likelihoods(method, params, split["test_images"], key=named_key(config.seed, "eval"), draws=config.eval_draws)
+    eval_key = named_key(config.seed, "eval")
+    log_lik = class_log_likelihoods(method, params, split["test_images"], key=eval_key, draws=config.eval_draws)
     marginal = jax.scipy.special.logsumexp(log_lik, axis=-1) - math.log(NUM_CLASSES)  # (draws, n)
     given = np.take_along_axis(log_lik, test_labels[None, :, None], axis=-1)[..., 0]  # (draws, n)
     predictions = np.argmax(log_lik.mean(axis=0), axis=-1)

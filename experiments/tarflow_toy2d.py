@@ -61,7 +61,9 @@ class Config(TrainConfig):
 
 
 def build_method(config: Config) -> TarFlow:
-    network = CausalTransformer(out_features=2, max_len=2, width=config.width, depth=config.depth, num_heads=config.num_heads)
+    network = CausalTransformer(
+        out_features=2, max_len=2, width=config.width, depth=config.depth, num_heads=config.num_heads
+    )
     return TarFlow(apply_fn=network.apply, init_fn=network.init, data_shape=(2,), patch_size=1, num_blocks=config.num_blocks)
 
 
@@ -76,7 +78,8 @@ def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None,
     """``num`` points from the latest checkpoint's EMA parameters (``steps`` unused: the inverse is exact)."""
     method = build_method(config)
     state = restore_state(method, adamw_with_warmup(config), make_batches(config)(0), config, Path(workdir))
-    return np.asarray(jax.jit(method.sample, static_argnames=("num", "steps"))(state.ema_params, key=jax.random.key(seed), num=num))
+    draw = jax.jit(method.sample, static_argnames=("num", "steps"))
+    return np.asarray(draw(state.ema_params, key=jax.random.key(seed), num=num))
 
 
 def plot_samples(samples: np.ndarray, path: Path) -> None:
@@ -137,7 +140,8 @@ def run(config: Config, workdir: Path) -> dict[str, float | None]:
     np.save(workdir / "samples.npy", samples)
     _plot(np.asarray(held_out), samples, density, extent, workdir / "samples.png")
     truth = results["nll_true_entropy"]
-    print(f"held-out NLL {nll:.4f} nats (standard normal {gaussian:.4f}, true entropy {truth if truth is None else round(truth, 4)})")
+    truth = "unknown" if truth is None else f"{truth:.4f}"
+    print(f"held-out NLL {nll:.4f} nats (standard normal {gaussian:.4f}, true entropy {truth})")
     return results
 
 

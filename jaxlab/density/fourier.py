@@ -135,7 +135,7 @@ def fourier_cdf(params: FourierParams, x: Array, *, periodic: bool = False) -> A
 
 
 def fourier_bin_probabilities(params: FourierParams, edges: Array, *, periodic: bool = False) -> Array:
-    """Probabilities (m,) of the bins between increasing ``edges`` (m + 1,); they sum to 1 when the edges span the support."""
+    """Probabilities (m,) of the bins between increasing ``edges`` (m + 1,); sum 1 when the edges span the support."""
     edges = _check_x(edges)
     if edges.ndim != 1 or edges.shape[0] < 2:
         raise ValueError(f"edges must have shape (m + 1,) with m >= 1, got {edges.shape}")

@@ -189,7 +189,9 @@ class TarFlow:
         if not self.num_classes:
             return None
         if labels is None:
-            raise ValueError(f"a class-conditional TarFlow (num_classes={self.num_classes}) needs labels of shape ({batch_size},)")
+            raise ValueError(
+                f"a class-conditional TarFlow (num_classes={self.num_classes}) needs labels of shape ({batch_size},)"
+            )
         if labels.shape != (batch_size,) or not jnp.issubdtype(labels.dtype, jnp.integer):
             raise ValueError(f"labels must be an int array of shape ({batch_size},), got {labels.shape} {labels.dtype}")
         return labels
@@ -261,11 +263,14 @@ class TarFlow:
         return (self.denoised(params, x, labels) if denoise else x), passes
 
     def denoised(self, params: Params, x: Array, labels: Array | None = None) -> Array:
-        """The score-based denoising step ``x + σ²·∇ₓ log p(x | label)`` with σ = ``noise_std``; x (b, *data_shape)."""
+        """The score-based denoising step ``x + σ²·∇ₓ log p(x | label)``, σ = ``noise_std``; x (b, *data_shape)."""
         self._check_x(x)
         if self.noise_std == 0:
             raise ValueError("denoising needs noise_std > 0 (the step is x + noise_std² · score)")
-        seq = tarflow_denoise(self.apply_fn, self._blocks(params), patchify(x, self.patch_size), labels, noise_std=self.noise_std)
+        if labels is not None:
+            labels = self._labels(labels, x.shape[0])
+        seq = patchify(x, self.patch_size)
+        seq = tarflow_denoise(self.apply_fn, self._blocks(params), seq, labels, noise_std=self.noise_std)
         return unpatchify(seq, self.data_shape, self.patch_size)
 
     def sample(self, params: Params, *, key: Array, num: int, steps: int | None = None) -> Array:

@@ -138,7 +138,9 @@ def invert_cached(apply_fn: ApplyFn, params: Params, z: Array, labels: Array | N
     return jnp.swapaxes(u, 0, 1)
 
 
-def invert_recompute(apply_fn: ApplyFn, params: Params, z: Array, labels: Array | None, guidance: float | Array = 0.0) -> Array:
+def invert_recompute(
+    apply_fn: ApplyFn, params: Params, z: Array, labels: Array | None, guidance: float | Array = 0.0
+) -> Array:
     """Sequential inverse without a cache: a full causal pass per position (the reference)."""
 
     def step(position, u):
@@ -253,7 +255,9 @@ def tarflow_inverse(
             u, count = invert_recompute(apply_fn, block_params[k], zk, labels, guidance), jnp.int32(z.shape[1])
         else:
             parts = 1 if sampler == "jacobi" else segments
-            u, count = invert_jacobi(apply_fn, block_params[k], zk, labels, guidance, tol=tol, max_iters=max_iters, segments=parts)
+            u, count = invert_jacobi(
+                apply_fn, block_params[k], zk, labels, guidance, tol=tol, max_iters=max_iters, segments=parts
+            )
         x = order(u, flip=k % 2 == 1)
         passes.append(count)
     return x, jnp.stack(passes[::-1])

@@ -129,7 +129,9 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"x must have shape (batch, length, features), got {x.shape}")
         decoding = cache is not None
         if decoding and (x.shape[1] != 1 or position is None):
-            raise ValueError(f"decoding takes one token (batch, 1, features) and a position, got x {x.shape}, position {position}")
+            raise ValueError(
+                f"decoding takes one token (batch, 1, features) and a position, got x {x.shape}, position {position}"
+            )
         if not decoding and x.shape[1] > self.max_len:
             raise ValueError(f"x has length {x.shape[1]}, more than max_len={self.max_len}")
         positions_table = self.param("positions", nn.initializers.normal(0.02), (self.max_len, self.width))

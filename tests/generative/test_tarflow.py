@@ -149,7 +149,7 @@ def test_jacobi_converges_to_the_sequential_result():
     params = blocks()[0]
     reference = jax.jit(lambda z: invert_recompute(NET.apply, params, z, LABELS))(z)
     jacobi = jax.jit(
-        lambda z, tol, max_iters, segments: invert_jacobi(NET.apply, params, z, LABELS, tol=tol, max_iters=max_iters, segments=segments),
+        lambda z, tol, cap, parts: invert_jacobi(NET.apply, params, z, LABELS, tol=tol, max_iters=cap, segments=parts),
         static_argnums=(2, 3),  # tol stays traced: one compilation per (max_iters, segments)
     )
     for segments in (1, 2):
