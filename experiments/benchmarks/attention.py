@@ -89,8 +89,7 @@ def random_params(layer, x: jax.Array, seed: int = 0):
     def draw(path, s):
         if path[-1].key == "scale":  # RMSNorm
             return jnp.ones(s.shape, s.dtype)
-        fan_in = s.shape[0] if len(s.shape) <= 2 or path[-1].key != "w_o" else s.shape[0] * s.shape[1]
-        return jnp.asarray(rng.normal(size=s.shape) / np.sqrt(fan_in), s.dtype)
+        return jnp.asarray(rng.normal(size=s.shape) / np.sqrt(s.shape[0]), s.dtype)  # 2-D (fan_in, fan_out)
 
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 results.append(row)
                 print(json.dumps(row), flush=True)
 
-    summary = summarize(results, contexts[-1])
+    summary = summarize(results)
     results += summary
     for row in summary:
         print(json.dumps(row), flush=True)
@@ -199,8 +198,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return results
 
 
-def summarize(results: list[dict], long_context: int) -> list[dict]:
-    """Ratios against the targets, for every (context, batch)."""
+TARGET_CONTEXT = 16384  # the targets are stated at 16K, batch 1
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """Ratios for every (context, batch), with the verdict on the targets at 16K, batch 1."""
     by = {(r["variant"], r["context"], r["batch"]): r for r in results if "variant" in r}
     mla = VARIANTS["mla_absorbed"]
     mha = VARIANTS["mha"]
@@ -220,7 +222,7 @@ def summarize(results: list[dict], long_context: int) -> list[dict]:
             "speedup_absorbed_vs_naive": naive["step_ms"] / absorbed["step_ms"],
             "flops_ratio_absorbed_over_mha": absorbed["flops_per_token"] / full["flops_per_token"],
         }
-        if context == long_context and batch == 1:
+        if context == TARGET_CONTEXT and batch == 1:
             row["target_met"] = bool(
                 row["cache_ratio_exact"] and row["speedup_absorbed_vs_mha"] >= 2 and row["speedup_absorbed_vs_naive"] >= 3
             )

@@ -132,10 +132,11 @@ class MultiHeadAttention(nn.Module):
             check_cache(cache[:2], ((b, kv, d, cache.max_len), (b, kv, cache.max_len, d)), x, cache.max_len)
             if cfg.rope.rectified:
                 raise ValueError("ReRoPE needs the unrotated keys and is supported without a cache only.")
-        dense = lambda shape, name: nn.DenseGeneral(shape, use_bias=False, param_dtype=self.param_dtype, name=name)  # noqa: E731
-        q = dense((h, d), "query")(x)  # (b, t, h, d)
-        k = dense((kv, d), "key")(x)  # (b, t, kv, d)
-        v = dense((kv, d), "value")(x)  # (b, t, kv, d)
+        # 2-D kernels (D, heads·d): the same maps as per-head tensors, and much cheaper to compile at init
+        dense = lambda width, name: nn.Dense(width, use_bias=False, param_dtype=self.param_dtype, name=name)  # noqa: E731
+        q = dense(h * d, "query")(x).reshape(b, t, h, d)
+        k = dense(kv * d, "key")(x).reshape(b, t, kv, d)
+        v = dense(kv * d, "value")(x).reshape(b, t, kv, d)
 
         q_pos = query_positions(t, None if cache is None else cache.index, positions)
         length = t if cache is None else cache.max_len  # for dynamic NTK
@@ -157,6 +158,6 @@ class MultiHeadAttention(nn.Module):
         scale = logit_scale(cfg.rope, q_pos, d, own.ndim)
         probs = softmax_parts([p * scale for p in parts], [expand_mask(m, own.ndim) for m in masks])
         out = sum(jnp.einsum("bkgts,bksd->bkgtd", p.astype(val.dtype), val) for p, val in zip(probs, values))
-        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
-        y = nn.DenseGeneral(features, axis=(-2, -1), use_bias=False, param_dtype=self.param_dtype, name="out")(out)
+        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * d)  # heads concatenated
+        y = dense(features, "out")(out)
         return y, None if cache is None else cache.append(k, v)

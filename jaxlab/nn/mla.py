@@ -112,8 +112,8 @@ DEEPSEEK_V2 = MLAConfig(
 )  # the attention dimensions of DeepSeek-V2 (Table in §2.1 / Appendix)
 
 
-def _init(in_axis, out_axis):
-    return nn.initializers.lecun_normal(in_axis=in_axis, out_axis=out_axis)
+def _init():
+    return nn.initializers.lecun_normal()  # fan-in = rows of the 2-D weight
 
 
 def latent_scores(query: Array, q_rope: Array, c_kv: Array, k_rope: Array, w_uk: Array, mode: MLAMode) -> Array:
@@ -164,15 +164,15 @@ class MultiHeadLatentAttention(nn.Module):
     param_dtype: Any = jnp.float32
 
     def _queries(self, x: Array) -> Array:
-        cfg, features = self.config, x.shape[-1]
-        shape = (cfg.num_heads, cfg.qk_head_dim)
+        cfg, (b, t, features) = self.config, x.shape
+        width = cfg.num_heads * cfg.qk_head_dim
         if cfg.q_lora_rank is None:
-            w_q = self.param("w_q", _init(0, (1, 2)), (features, *shape), self.param_dtype)
-            return jnp.einsum("btd,dhe->bthe", x, w_q)
-        w_dq = self.param("w_dq", _init(0, 1), (features, cfg.q_lora_rank), self.param_dtype)
+            w_q = self.param("w_q", _init(), (features, width), self.param_dtype)
+            return (x @ w_q).reshape(b, t, cfg.num_heads, cfg.qk_head_dim)
+        w_dq = self.param("w_dq", _init(), (features, cfg.q_lora_rank), self.param_dtype)
         c_q = nn.RMSNorm(epsilon=cfg.norm_eps, param_dtype=self.param_dtype, name="q_norm")(x @ w_dq)
-        w_uq = self.param("w_uq", _init(0, (1, 2)), (cfg.q_lora_rank, *shape), self.param_dtype)
-        return jnp.einsum("btc,che->bthe", c_q, w_uq)  # (b, t, h, n + r)
+        w_uq = self.param("w_uq", _init(), (cfg.q_lora_rank, width), self.param_dtype)
+        return (c_q @ w_uq).reshape(b, t, cfg.num_heads, cfg.qk_head_dim)  # (b, t, h, n + r)
 
     @nn.compact
     def __call__(self, x: Array, cache: LatentCache | None = None, *, positions: Array | None = None):
@@ -184,12 +184,13 @@ class MultiHeadLatentAttention(nn.Module):
             check_cache(cache[:2], ((b, cache.max_len, c), (b, cache.max_len, r)), x, cache.max_len)
         q = self._queries(x)
         q_nope, q_rope = q[..., : cfg.qk_nope_dim], q[..., cfg.qk_nope_dim :]
-        w_dkv = self.param("w_dkv", _init(0, 1), (features, c + r), self.param_dtype)
+        # weights are stored as 2-D matrices (per-head blocks side by side) and viewed per head below
+        w_dkv = self.param("w_dkv", _init(), (features, c + r), self.param_dtype)
         kv = x @ w_dkv  # (b, t, c + r): W_DKV and W_KR in one matrix
         c_kv = nn.RMSNorm(epsilon=cfg.norm_eps, param_dtype=self.param_dtype, name="kv_norm")(kv[..., :c])
-        w_uk = self.param("w_uk", _init(0, (1, 2)), (c, h, cfg.qk_nope_dim), self.param_dtype)
-        w_uv = self.param("w_uv", _init(0, (1, 2)), (c, h, cfg.v_head_dim), self.param_dtype)
-        w_o = self.param("w_o", _init((0, 1), 2), (h, cfg.v_head_dim, features), self.param_dtype)
+        w_uk = self.param("w_uk", _init(), (c, h * cfg.qk_nope_dim), self.param_dtype).reshape(c, h, -1)
+        w_uv = self.param("w_uv", _init(), (c, h * cfg.v_head_dim), self.param_dtype).reshape(c, h, -1)
+        w_o = self.param("w_o", _init(), (h * cfg.v_head_dim, features), self.param_dtype)
 
         q_pos = query_positions(t, None if cache is None else cache.index, positions)
         length = t if cache is None else cache.max_len
@@ -206,5 +207,5 @@ class MultiHeadLatentAttention(nn.Module):
         out = sum(latent_values(p, latents, w_uv, cfg.mode) for p, (latents, _, _) in zip(probs, blocks))
         if cfg.mode == "absorbed":
             out = jnp.einsum("bthc,chv->bthv", out, w_uv)  # W_UV on the output side
-        y = jnp.einsum("bthv,hvd->btd", out, w_o)
+        y = out.reshape(b, t, -1) @ w_o
         return y, None if cache is None else cache.append(c_kv, k_rope)

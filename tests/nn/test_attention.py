@@ -36,10 +36,11 @@ def dense_oracle(params, x, config, frequencies, *, relative=None, query_scale=1
     """Naive O(t²) attention in NumPy: logit = ⟨q_m, R_{−r(m,n)} k_n⟩ with r = m − n unless given."""
     p = jax.tree.map(np.asarray, params["params"])
     x = np.asarray(x, np.float64)
-    group = config.num_heads // config.kv_heads
-    q = np.einsum("btf,fhd->bthd", x, p["query"]["kernel"])
-    k = np.repeat(np.einsum("btf,fhd->bthd", x, p["key"]["kernel"]), group, axis=2)  # MHA with repeated kv heads
-    v = np.repeat(np.einsum("btf,fhd->bthd", x, p["value"]["kernel"]), group, axis=2)
+    group, d = config.num_heads // config.kv_heads, config.head_dim
+    per_head = lambda w: w.reshape(w.shape[0], -1, d)  # (D, heads·d) -> (D, heads, d)  # noqa: E731
+    q = np.einsum("btf,fhd->bthd", x, per_head(p["query"]["kernel"]))
+    k = np.repeat(np.einsum("btf,fhd->bthd", x, per_head(p["key"]["kernel"])), group, axis=2)  # repeated kv heads
+    v = np.repeat(np.einsum("btf,fhd->bthd", x, per_head(p["value"]["kernel"])), group, axis=2)
     t = x.shape[1]
     r = np.arange(t)[:, None] - np.arange(t)[None, :] if relative is None else relative  # (t, s)
     phase = np.exp(1j * r[..., None] * np.asarray(frequencies, np.float64))  # (t, s, d/2)
@@ -49,7 +50,7 @@ def dense_oracle(params, x, config, frequencies, *, relative=None, query_scale=1
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     out = np.einsum("bhmn,bnhd->bmhd", probs, v)
-    return np.einsum("bthd,hdf->btf", out, p["out"]["kernel"])
+    return out.reshape(out.shape[:2] + (-1,)) @ p["out"]["kernel"]
 
 
 def random_params(module, *args, scale=0.3, seed=0):
@@ -80,7 +81,8 @@ def test_gqa_with_as_many_kv_heads_as_heads_is_mha_and_gqa_is_mha_with_repeated_
     gqa, gqa_params = make(AttentionConfig(HEADS, DIM, 2))
     repeated = jax.tree.map(lambda a: a, gqa_params)
     for name in ("key", "value"):  # kv head j serves query heads 2j, 2j + 1
-        repeated["params"][name]["kernel"] = jnp.repeat(gqa_params["params"][name]["kernel"], 2, axis=1)
+        kernel = gqa_params["params"][name]["kernel"].reshape(FEATURES, 2, DIM)
+        repeated["params"][name]["kernel"] = jnp.repeat(kernel, 2, axis=1).reshape(FEATURES, HEADS * DIM)
     np.testing.assert_allclose(mha.apply(repeated, X)[0], gqa.apply(gqa_params, X)[0], atol=1e-5)
 
 

@@ -20,7 +20,6 @@ from jaxlab.nn import (
     cache_bytes_per_token,
     cache_size_per_token,
     init_cache,
-    rope_frequencies,
     scaled_frequencies,
 )
 from jaxlab.nn.rope_scaling import qk_scale
@@ -51,26 +50,27 @@ def mla_oracle(params, x, config):
     """DeepSeek-V2 eqs. (9)–(19) written out with explicit per-head keys [k_C; k_R]."""
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
     x = np.asarray(x, np.float64)
-    t, h, c, n = x.shape[1], config.num_heads, config.kv_lora_rank, config.qk_nope_dim
+    b, t, h, c, n = *x.shape[:2], config.num_heads, config.kv_lora_rank, config.qk_nope_dim
+    per_head = lambda w: w.reshape(w.shape[0], h, -1)  # 2-D weights hold the heads side by side  # noqa: E731
     if config.q_lora_rank is None:
-        q = np.einsum("btf,fhe->bthe", x, p["w_q"])
+        q = np.einsum("btf,fhe->bthe", x, per_head(p["w_q"]))
     else:
         c_q = rms_norm(x @ p["w_dq"], p["q_norm"]["scale"], config.norm_eps)
-        q = np.einsum("btc,che->bthe", c_q, p["w_uq"])
+        q = np.einsum("btc,che->bthe", c_q, per_head(p["w_uq"]))
     freq = scaled_frequencies(config.rope, config.qk_rope_dim, length=t)
     pos = np.arange(t, dtype=np.float64)
     kv = x @ p["w_dkv"]
     c_kv = rms_norm(kv[..., :c], p["kv_norm"]["scale"], config.norm_eps)
     k_rope = complex_rope(kv[..., c:], pos, freq)  # (b, t, r)
     queries = np.concatenate([q[..., :n], complex_rope(q[..., n:], pos[:, None], freq)], axis=-1)
-    k_nope = np.einsum("bsc,chn->bshn", c_kv, p["w_uk"])
+    k_nope = np.einsum("bsc,chn->bshn", c_kv, per_head(p["w_uk"]))
     keys = np.concatenate([k_nope, np.broadcast_to(k_rope[:, :, None], k_nope.shape[:3] + k_rope.shape[-1:])], -1)
-    values = np.einsum("bsc,chv->bshv", c_kv, p["w_uv"])
+    values = np.einsum("bsc,chv->bshv", c_kv, per_head(p["w_uv"]))
     logits = np.einsum("bthe,bshe->bhts", queries, keys) * qk_scale(config.rope) ** 2 / np.sqrt(config.qk_head_dim)
     logits = np.where(np.tril(np.ones((t, t), bool)), logits, -np.inf)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    return np.einsum("bthv,hvf->btf", np.einsum("bhts,bshv->bthv", probs, values), p["w_o"])
+    return np.einsum("bhts,bshv->bthv", probs, values).reshape(b, t, -1) @ p["w_o"]
 
 
 @pytest.mark.parametrize(("q_lora_rank", "mode"), [(None, "naive"), (10, "absorbed")])
@@ -159,4 +159,3 @@ def test_validation_errors_name_the_argument():
         layer.apply(params, X, init_cache(dataclasses.replace(SMALL, kv_lora_rank=8), B, 8))
     with pytest.raises(ValueError, match="`x` must have shape"):
         layer.apply(params, X[0])
-    assert np.asarray(rope_frequencies(SMALL.qk_rope_dim)).shape == (2,)
