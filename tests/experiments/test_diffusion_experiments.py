@@ -42,6 +42,7 @@ def test_ddpm_toy2d_reports_energy_per_sampler_and_an_nll(tmp_path):
     assert run_cli("sample", "ddpm-toy2d", "--workdir", str(workdir), "--num", "8", "--steps", "1") == 0
 
 
+@pytest.mark.slow  # two trainings: ~9 s of compiles on 2 cores
 def test_reflow_toy2d_trains_twice_and_reports_the_targets(tmp_path):
     workdir = tmp_path / "reflow"
     tiny = overrides(steps=4, reflow_steps=4, checkpoint_every=4, num_couplings=128, coupling_steps=2, straightness_steps=2, step_counts=1, **TOY)

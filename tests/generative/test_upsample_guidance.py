@@ -1,5 +1,7 @@
 """Upsample guidance: pooling algebra, the SNR time shift, the power adjustment, and m = 1."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,11 +40,17 @@ def test_pooling_and_upsampling_are_a_section_pair():
     np.testing.assert_allclose(float(jnp.var(average_pool(noise, 4))), 1 / 16, rtol=0.1)
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _shifted_times(t, factor):
+    """τ from upsample guidance (bisection) and from the cosine's closed-form inverse."""
+    expected = S.logsnr_cosine_inverse(S.logsnr_cosine(t) + 2 * np.log(factor))
+    return snr_matched_time(t, schedule=S.cosine, factor=factor), expected
+
+
 @given(t=st.floats(0.3, 1.0), factor=st.sampled_from([1, 2, 4]))
 def test_time_shift_adds_two_log_m_to_logsnr(t, factor):
     t = jnp.array([t], jnp.float32)
-    tau = snr_matched_time(t, schedule=S.cosine, factor=factor)
-    expected = S.logsnr_cosine_inverse(S.logsnr_cosine(t) + 2 * np.log(factor))
+    tau, expected = _shifted_times(t, factor)
     np.testing.assert_allclose(tau, expected, atol=2e-5)
     assert float(tau[0]) <= float(t[0]) + 1e-6  # pooled images are less noisy
 
@@ -62,17 +70,22 @@ def test_guided_prediction_takes_its_low_frequencies_from_the_low_res_model():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 8, 8, 1)), jnp.float32)
     t = jnp.array([0.95, 0.9, 0.8, 0.2])  # the last is outside the guided range (fraction 0.6)
     prediction = "eps"
-    guided = jax.jit(upsample_guidance(toy_network, schedule=S.cosine, prediction=prediction, factor=factor, scale=1.0, fraction=0.6))
-    c = S.coefficients(S.cosine, t, 4)
-    x0_guided, eps_guided = S.to_x0_eps("v", guided(None, x, t), x, c)
-    np.testing.assert_allclose(c.alpha * x0_guided + c.sigma * eps_guided, x, atol=1e-5)
+    guided = upsample_guidance(toy_network, schedule=S.cosine, prediction=prediction, factor=factor, scale=1.0, fraction=0.6)
 
-    tau = snr_matched_time(t, schedule=S.cosine, factor=factor)
-    c_low = S.coefficients(S.cosine, tau, 4)
-    x_low = jnp.sqrt((c_low.alpha**2 + c_low.sigma**2) / (c.alpha**2 + (c.sigma / factor) ** 2)) * average_pool(x, factor)
-    x0_low, _ = S.to_x0_eps(prediction, toy_network(None, x_low, tau), x_low, c_low)
-    x0_plain, _ = S.to_x0_eps(prediction, toy_network(None, x, t), x, c)
-    np.testing.assert_allclose(average_pool(x0_guided, factor)[:3], x0_low[:3], atol=2e-4)
+    @jax.jit
+    def compare(x, t):
+        c = S.coefficients(S.cosine, t, 4)
+        x0_guided, eps_guided = S.to_x0_eps("v", guided(None, x, t), x, c)
+        tau = snr_matched_time(t, schedule=S.cosine, factor=factor)
+        c_low = S.coefficients(S.cosine, tau, 4)
+        x_low = jnp.sqrt((c_low.alpha**2 + c_low.sigma**2) / (c.alpha**2 + (c.sigma / factor) ** 2)) * average_pool(x, factor)
+        x0_low, _ = S.to_x0_eps(prediction, toy_network(None, x_low, tau), x_low, c_low)
+        x0_plain, _ = S.to_x0_eps(prediction, toy_network(None, x, t), x, c)
+        return c.alpha * x0_guided + c.sigma * eps_guided, average_pool(x0_guided, factor), x0_low, x0_guided, x0_plain
+
+    recombined, pooled_guided, x0_low, x0_guided, x0_plain = compare(x, t)
+    np.testing.assert_allclose(recombined, x, atol=1e-5)
+    np.testing.assert_allclose(pooled_guided[:3], x0_low[:3], atol=2e-4)
     np.testing.assert_allclose(x0_guided[3], x0_plain[3], atol=2e-4)  # unguided step: the plain model
 
 
