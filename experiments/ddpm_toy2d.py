@@ -34,7 +34,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jaxlab.data import sample_toy2d  # noqa: E402
+from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
 from jaxlab.eval import energy_distance  # noqa: E402
 from jaxlab.generative import Diffusion, schedules  # noqa: E402
 from jaxlab.nn import TimeMLP  # noqa: E402
@@ -88,9 +88,7 @@ def build_method(config: Config) -> Diffusion:
 
 def make_batches(config: Config):
     """``step -> {"x": (batch, 2)}`` on the host, a pure function of (seed, step)."""
-    data_key = named_key(config.seed, "data")
-    draw = jax.jit(lambda key: sample_toy2d(config.dataset, key=key, num=config.batch_size))
-    return lambda step: {"x": np.asarray(draw(jax.random.fold_in(data_key, step)))}
+    return toy2d_batches(config.dataset, key=named_key(config.seed, "data"), batch_size=config.batch_size)
 
 
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:

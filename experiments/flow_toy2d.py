@@ -25,7 +25,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jaxlab.data import sample_toy2d  # noqa: E402
+from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
 from jaxlab.eval import energy_distance  # noqa: E402
 from jaxlab.generative import RectifiedFlow  # noqa: E402
 from jaxlab.nn import TimeMLP  # noqa: E402
@@ -67,13 +67,7 @@ def build_method(config: Config) -> RectifiedFlow:
 
 def make_batches(config: Config):
     """``step -> {"x": (batch, 2)}`` on the host, a pure function of (seed, step)."""
-    data_key = named_key(config.seed, "data")
-    draw = jax.jit(lambda key: sample_toy2d(config.dataset, key=key, num=config.batch_size))
-
-    def batches(step: int) -> dict[str, np.ndarray]:
-        return {"x": np.asarray(draw(jax.random.fold_in(data_key, step)))}
-
-    return batches
+    return toy2d_batches(config.dataset, key=named_key(config.seed, "data"), batch_size=config.batch_size)
 
 
 def _restore_params(config: Config, workdir: Path):

@@ -30,7 +30,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jaxlab.data import epoch_permutation_batch, sample_toy2d  # noqa: E402
+from jaxlab.data import epoch_permutation_batch, sample_toy2d, toy2d_batches  # noqa: E402
 from jaxlab.eval import energy_distance  # noqa: E402
 from jaxlab.generative import RectifiedFlow, ode_log_likelihood, sample_ode, schedules  # noqa: E402
 from jaxlab.generative.reflow import ReFlow, generate_couplings, straightness  # noqa: E402
@@ -75,9 +75,7 @@ def build_flows(config: Config) -> tuple[RectifiedFlow, ReFlow]:
 
 def data_batches(config: Config):
     """Stage 1: ``step -> {"x": (batch, 2)}``, a pure function of (seed, step)."""
-    data_key = named_key(config.seed, "data")
-    draw = jax.jit(lambda key: sample_toy2d(config.dataset, key=key, num=config.batch_size))
-    return lambda step: {"x": np.asarray(draw(jax.random.fold_in(data_key, step)))}
+    return toy2d_batches(config.dataset, key=named_key(config.seed, "data"), batch_size=config.batch_size)
 
 
 def coupling_batches(config: Config, x0: np.ndarray, x1: np.ndarray):

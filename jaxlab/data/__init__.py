@@ -4,7 +4,7 @@ from jaxlab.data.batches import epoch_permutation_batch, steps_per_epoch
 from jaxlab.data.digits import NUM_LEVELS, digits_split, digits_to_unit, load_digits, unit_to_digits
 from jaxlab.data.files import load_cifar10, load_mnist, parse_idx, read_idx
 from jaxlab.data.text import VOCAB_SIZE, load_text_corpus, random_windows, text_split
-from jaxlab.data.toy2d import TOY2D, checkerboard, eight_gaussians, pinwheel, sample_toy2d, swiss_roll, two_moons
+from jaxlab.data.toy2d import TOY2D, checkerboard, eight_gaussians, pinwheel, sample_toy2d, swiss_roll, toy2d_batches, two_moons
 
 __all__ = [
     "NUM_LEVELS",
@@ -26,6 +26,7 @@ __all__ = [
     "sample_toy2d",
     "steps_per_epoch",
     "swiss_roll",
+    "toy2d_batches",
     "text_split",
     "two_moons",
     "unit_to_digits",

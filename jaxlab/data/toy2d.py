@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxlab.data._checks import check_int
 
@@ -226,3 +227,25 @@ def sample_toy2d(name: str, *, key: Array, num: int) -> Array:
     if name not in TOY2D:
         raise ValueError(f"`name` must be one of {sorted(TOY2D)}; got {name!r}.")
     return TOY2D[name](key, check_int("num", num, minimum=1))
+
+
+def toy2d_batches(name: str, *, key: Array, batch_size: int) -> Callable[[int], dict[str, np.ndarray]]:
+    """A training stream ``step -> {"x": (batch_size, 2)}`` of host arrays.
+
+    Batch ``s`` is drawn with ``fold_in(key, s)``, so the stream is a pure
+    function of (key, step) and a resumed run sees the batches an
+    uninterrupted one would.
+
+    Args:
+      name: one of ``TOY2D``'s keys.
+      key: the stream's PRNG key (e.g. ``jaxlab.train.named_key(seed, "data")``).
+      batch_size: points per batch (a positive Python int).
+
+    Raises:
+      ValueError: if ``name`` is unknown or ``batch_size`` is not a positive int.
+    """
+    if name not in TOY2D:
+        raise ValueError(f"`name` must be one of {sorted(TOY2D)}; got {name!r}.")
+    check_int("batch_size", batch_size, minimum=1)
+    draw = jax.jit(lambda step_key: TOY2D[name](step_key, batch_size))
+    return lambda step: {"x": np.asarray(draw(jax.random.fold_in(key, step)))}

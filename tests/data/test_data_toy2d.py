@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlab.data import TOY2D, checkerboard, eight_gaussians, sample_toy2d
+from jaxlab.data import TOY2D, checkerboard, eight_gaussians, sample_toy2d, toy2d_batches
 
 NAMES = sorted(TOY2D)
 NUM = 50_000  # one sample size throughout, so each sampler compiles once
@@ -71,3 +71,17 @@ def test_sample_toy2d_dispatch_and_errors():
             sample_toy2d("checkerboard", key=key, num=bad)
     with pytest.raises(ValueError, match="`num`"):
         checkerboard(key, 0)
+
+
+def test_toy2d_batches_are_a_pure_function_of_key_and_step():
+    key = jax.random.key(3)
+    batches = toy2d_batches("two_moons", key=key, batch_size=32)
+    first = batches(5)["x"]
+    assert isinstance(first, np.ndarray) and first.shape == (32, 2)
+    np.testing.assert_array_equal(first, toy2d_batches("two_moons", key=key, batch_size=32)(5)["x"])
+    np.testing.assert_array_equal(first, np.asarray(sample_toy2d("two_moons", key=jax.random.fold_in(key, 5), num=32)))
+    assert not np.allclose(first, batches(6)["x"])
+    with pytest.raises(ValueError, match="name"):
+        toy2d_batches("spiral", key=key, batch_size=32)
+    with pytest.raises(ValueError, match="batch_size"):
+        toy2d_batches("two_moons", key=key, batch_size=0)
