@@ -29,10 +29,12 @@ def results_of(workdir) -> dict:
 @pytest.mark.slow  # ~20 s of XLA compilation on 2 shared cores; tarflow-digits covers the same library paths
 def test_tarflow_toy2d_reports_a_finite_held_out_nll_and_samples(tmp_path):
     workdir = tmp_path / "toy"
-    tiny = overrides(steps=4, batch_size=64, width=16, depth=1, num_blocks=2, eval_samples=64, log_every=2, checkpoint_every=4)
+    tiny = overrides(steps=4, batch_size=64, width=16, depth=1, num_blocks=2, eval_samples=64, log_every=2, checkpoint_every=4,
+                     flow_steps=4, flow_width=16, flow_depth=1, flow_nll_steps=2)  # fmt: skip
     assert run_cli("train", "tarflow-toy2d", "--workdir", str(workdir), *tiny) == 0
     results = results_of(workdir)
     assert math.isfinite(results["nll_heldout"]) and results["nll_true_entropy"] == math.log(6)
+    assert math.isfinite(results["nll_flow_ode"]) and (workdir / "flow" / "checkpoints").is_dir()
     assert abs(results["density_grid_mass"] - 1.0) < 0.05  # the exact density is normalized
     for name in ("samples.png", "samples.npy", "metrics.jsonl", "loss.png"):
         assert (workdir / name).is_file(), name
