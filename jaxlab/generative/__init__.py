@@ -68,3 +68,16 @@ __all__ += [
     "uniform_times",
     "upsample_guidance",
 ]
+
+from jaxlab.generative.ddcm import (  # noqa: E402
+    DDCMCode,
+    ddcm_bits,
+    ddcm_codebook,
+    ddcm_decode,
+    ddcm_encode,
+    ddcm_generate,
+    ddcm_start,
+    psnr,
+)
+
+__all__ += ["DDCMCode", "ddcm_bits", "ddcm_codebook", "ddcm_decode", "ddcm_encode", "ddcm_generate", "ddcm_start", "psnr"]
