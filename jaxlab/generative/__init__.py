@@ -81,3 +81,35 @@ from jaxlab.generative.ddcm import (  # noqa: E402
 )
 
 __all__ += ["DDCMCode", "ddcm_bits", "ddcm_codebook", "ddcm_decode", "ddcm_encode", "ddcm_generate", "ddcm_start", "psnr"]
+
+from jaxlab.generative import consistency, shortcut  # noqa: E402
+from jaxlab.generative.consistency import (  # noqa: E402
+    ConsistencyTraining,
+    ImprovedConsistencyTraining,
+    consistency_training_loss,
+    sample_consistency,
+)
+from jaxlab.generative.consistency_distillation import ConsistencyDistillation, consistency_distillation_loss  # noqa: E402
+from jaxlab.generative.ign import IGN, ign_loss  # noqa: E402
+from jaxlab.generative.shortcut import Shortcut, sample_shortcut, shortcut_loss, shortcut_targets  # noqa: E402
+from jaxlab.generative.sid import SiD, sid_fake_score_loss, sid_generator_loss  # noqa: E402
+
+__all__ += [
+    "IGN",
+    "ConsistencyDistillation",
+    "ConsistencyTraining",
+    "ImprovedConsistencyTraining",
+    "Shortcut",
+    "SiD",
+    "consistency",
+    "consistency_distillation_loss",
+    "consistency_training_loss",
+    "ign_loss",
+    "sample_consistency",
+    "sample_shortcut",
+    "shortcut",
+    "shortcut_loss",
+    "shortcut_targets",
+    "sid_fake_score_loss",
+    "sid_generator_loss",
+]

@@ -29,27 +29,50 @@ class TimeMLP(nn.Module):
     """``f(x, t[, *extra]) -> R^dim(x)``: a residual MLP with sinusoidal time features.
 
     Extra scalar conditions per example (a shortcut model's step size, say)
-    are embedded the same way and added to the time embedding.
+    are embedded the same way and added to the time embedding. With
+    ``num_classes > 0`` the network also takes integer ``labels`` in
+    ``[0, num_classes]``, where ``num_classes`` itself is the null label of
+    classifier-free guidance (a learned embedding added to the condition).
 
     Attributes:
       width: hidden width.
       depth: number of residual blocks.
       time_features: size of each sinusoidal embedding.
+      num_classes: number of class labels (0: unconditional, ``labels`` must be None).
+      separate_conditions: embed t and each extra condition with its own
+        two-layer MLP and sum the results (as DiT-style shortcut models embed
+        t and the step size d), instead of summing the sinusoidal features
+        before one shared MLP. The shared sum is symmetric in (t, d), so the
+        separate embedding is the better choice for a second time-like input.
     """
 
     width: int = 256
     depth: int = 3
     time_features: int = 64
+    num_classes: int = 0
+    separate_conditions: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, t: Array, *conditions: Array) -> Array:  # (b, d), (b,) -> (b, d)
+    def __call__(self, x: Array, t: Array, *conditions: Array, labels: Array | None = None) -> Array:  # (b, d), (b,) -> (b, d)
         if x.ndim != 2:
             raise ValueError(f"x must have shape (batch, features), got {x.shape}")
-        t = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])
-        cond = sinusoidal_embedding(t, self.time_features)
-        for c in conditions:
-            cond = cond + sinusoidal_embedding(jnp.broadcast_to(c, x.shape[:1]), self.time_features)
-        cond = nn.Dense(self.width)(nn.silu(nn.Dense(self.width)(cond)))  # (b, w)
+        if (labels is None) != (self.num_classes == 0):
+            raise ValueError(f"labels must be given exactly when num_classes > 0; num_classes={self.num_classes}, labels={labels is not None}")
+        if labels is not None and labels.shape != x.shape[:1]:
+            raise ValueError(f"labels must have shape {x.shape[:1]}, got {labels.shape}")
+        scalars = [jnp.broadcast_to(jnp.asarray(c, x.dtype), x.shape[:1]) for c in (t, *conditions)]  # each (b,)
+        if self.separate_conditions:
+            cond = 0.0
+            for i, c in enumerate(scalars):
+                hidden = nn.Dense(self.width, name=f"cond{i}_in")(sinusoidal_embedding(c, self.time_features))
+                cond = cond + nn.Dense(self.width, name=f"cond{i}_out")(nn.silu(hidden))  # (b, w)
+            if labels is not None:
+                cond = cond + nn.Embed(self.num_classes + 1, self.width)(labels)
+        else:
+            cond = sum(sinusoidal_embedding(c, self.time_features) for c in scalars)  # (b, time_features)
+            if labels is not None:
+                cond = cond + nn.Embed(self.num_classes + 1, self.time_features)(labels)
+            cond = nn.Dense(self.width)(nn.silu(nn.Dense(self.width)(cond)))  # (b, w)
         h = nn.Dense(self.width)(x)
         for _ in range(self.depth):
             h = ResidualBlock(self.width)(h, cond)
