@@ -28,9 +28,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -44,21 +42,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jaxlab.data import digits_split, digits_to_unit  # noqa: E402
 from jaxlab.generative import uniform_times  # noqa: E402
 from jaxlab.generative.ddcm import ddcm_bits, ddcm_decode, ddcm_encode, psnr  # noqa: E402
-from jaxlab.train import Experiment, adamw_with_warmup, named_key, train, write_json_atomic  # noqa: E402
+from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, train, write_json_atomic  # noqa: E402
 
 
-def _sibling(stem: str):
-    """The experiment module ``stem`` from this folder (the one the CLI loaded, if it did)."""
-    name = f"jaxlab_experiments.{stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{stem}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
-
-digits = _sibling("digits_generation")
+digits = import_experiment_file(Path(__file__).with_name("digits_generation.py"))
 
 
 @dataclasses.dataclass(frozen=True)

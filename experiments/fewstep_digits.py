@@ -24,9 +24,7 @@ References: see ``fewstep_toy2d.py``.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from typing import Literal
 
@@ -37,22 +35,12 @@ import numpy as np
 from jaxlab.data import digits_split, epoch_permutation_batch, unit_to_digits
 from jaxlab.eval import digits_frechet_distance
 from jaxlab.nn import UNet
-from jaxlab.train import Experiment, TrainConfig, named_key, restore_state
+from jaxlab.train import Experiment, TrainConfig, import_experiment_file, named_key, restore_state
 
 
-def _sibling(stem: str):
-    """Loads ``experiments/<stem>.py`` once (the CLI imports experiment files by path)."""
-    name = f"jaxlab_experiments.{stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{stem}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
-
-fewstep = _sibling("_fewstep")
-digits = _sibling("digits_generation")
+fewstep = import_experiment_file(Path(__file__).with_name("_fewstep.py"))
+digits = import_experiment_file(Path(__file__).with_name("digits_generation.py"))
 
 
 @dataclasses.dataclass(frozen=True)

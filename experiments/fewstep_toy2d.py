@@ -27,8 +27,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Literal
 
@@ -43,21 +41,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
 from jaxlab.eval import energy_distance  # noqa: E402
 from jaxlab.nn import TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, named_key, restore_state  # noqa: E402
+from jaxlab.train import Experiment, TrainConfig, import_experiment_file, named_key, restore_state  # noqa: E402
 
 
-def _sibling(stem: str):
-    """Loads ``experiments/<stem>.py`` once (the CLI imports experiment files by path)."""
-    name = f"jaxlab_experiments.{stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{stem}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
-
-fewstep = _sibling("_fewstep")
+fewstep = import_experiment_file(Path(__file__).with_name("_fewstep.py"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,8 +23,6 @@ Models without Training" (arXiv:2404.01709).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 
 import jax
@@ -35,21 +33,11 @@ from jaxlab.data import digits_split, unit_to_digits
 from jaxlab.eval.features import classify_digits, digits_frechet_distance
 from jaxlab.generative import sample_ddim, sample_ddpm, uniform_times
 from jaxlab.generative.upsample_guidance import OUTPUT_PREDICTION, average_pool, upsample_guidance
-from jaxlab.train import Experiment, adamw_with_warmup, named_key, train, write_json_atomic
+from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, train, write_json_atomic
 
 
-def _sibling(stem: str):
-    """The experiment module ``stem`` from this folder (the one the CLI loaded, if it did)."""
-    name = f"jaxlab_experiments.{stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{stem}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
-
-digits = _sibling("digits_generation")
+digits = import_experiment_file(Path(__file__).with_name("digits_generation.py"))
 
 
 @dataclasses.dataclass(frozen=True)

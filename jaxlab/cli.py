@@ -20,7 +20,6 @@ a checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import sys
 import typing
@@ -90,16 +89,15 @@ def discover(directory: Path | None = None) -> dict[str, Any]:
     A module that fails to import is reported on stderr and skipped, so one
     broken file does not take the other experiments down with it.
     """
+    from jaxlab.train.experiment import import_experiment_file
+
     directory = experiments_dir() if directory is None else directory
     found: dict[str, Any] = {}
     for path in sorted(directory.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        spec = importlib.util.spec_from_file_location(f"jaxlab_experiments.{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
         try:
-            spec.loader.exec_module(module)
+            module = import_experiment_file(path)
         except Exception as error:  # noqa: BLE001 - report any failure and go on
             print(f"jaxlab: warning: skipping {path}: {type(error).__name__}: {error}", file=sys.stderr)
             continue

@@ -10,7 +10,10 @@ latest checkpoint and returns samples.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import sys
+import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +43,28 @@ class Experiment:
     run: Callable[[Any, Path], dict[str, Any]]
     sample: Callable[..., Any] | None = None
     plot_samples: Callable[[Any, Path], None] | None = None
+
+
+def import_experiment_file(path: str | Path) -> types.ModuleType:
+    """Imports the experiment file ``path`` once, as module ``jaxlab_experiments.<stem>``.
+
+    Experiment files are loaded by path, not as a package; an experiment that
+    builds on another (``upsample-digits`` on ``digits_generation.py``) loads
+    its sibling through this too, so both see the same module and classes.
+    A file that fails to import leaves nothing registered.
+    """
+    path = Path(path)
+    name = f"jaxlab_experiments.{path.stem}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
 
 
 class WorkdirError(RuntimeError):

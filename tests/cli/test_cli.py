@@ -12,17 +12,10 @@ import numpy as np
 import pytest
 
 from jaxlab import cli, train
+from tests.cli_helpers import run_cli
 
 TINY = ["--set", "width=16", "--set", "depth=1", "--set", "batch_size=64", "--set", "eval_samples=256",
         "--set", "sample_steps=4", "--set", "log_every=10", "--set", "checkpoint_every=10"]  # fmt: skip
-
-
-def run_cli(*argv: str) -> int:
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
 
 
 def test_list_names_every_experiment_with_a_description(capsys):

@@ -1,30 +1,11 @@
 """ddpm-toy2d, reflow-toy2d, ddpm-digits / flow-digits and upsample-digits end to end through the CLI, tiny."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 
-from jaxlab import cli
-
-
-def run_cli(*argv: str) -> int:
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
-
-
-def overrides(**fields) -> list[str]:
-    return [arg for name, value in fields.items() for arg in ("--set", f"{name}={value}")]
-
-
-def results_of(workdir) -> dict:
-    results = json.loads((workdir / "results.json").read_text())
-    assert all(value is None or isinstance(value, (int, float, str)) for value in results.values())
-    return results
+from tests.cli_helpers import overrides, results_of, run_cli
 
 
 TOY = dict(batch_size=64, width=16, depth=1, eval_samples=64, nll_samples=16, nll_steps=2, log_every=2)

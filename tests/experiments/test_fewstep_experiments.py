@@ -1,29 +1,10 @@
 """fewstep-toy2d / fewstep-digits end to end through the CLI, tiny."""
 
-import json
 import math
 
 import pytest
 
-from jaxlab import cli
-
-
-def run_cli(*argv: str) -> int:
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
-
-
-def overrides(**fields) -> list[str]:
-    return [arg for name, value in fields.items() for arg in ("--set", f"{name}={value}")]
-
-
-def results_of(workdir) -> dict:
-    results = json.loads((workdir / "results.json").read_text())
-    assert all(value is None or isinstance(value, (int, float, str)) for value in results.values())
-    return results
+from tests.cli_helpers import overrides, results_of, run_cli
 
 
 TOY = dict(steps=3, batch_size=32, width=16, depth=1, eval_samples=32, log_every=1, checkpoint_every=3, warmup_steps=0,

@@ -7,17 +7,10 @@ import sys
 from pathlib import Path
 
 from jaxlab import cli
+from tests.cli_helpers import run_cli
 
 TINY_MODEL = ["--set", "steps=2", "--set", "batch_size=8", "--set", "context=16", "--set", "d_model=16", "--set", "num_layers=1",
               "--set", "num_heads=2", "--set", "d_ff=16", "--set", "checkpoint_every=2", "--set", "log_every=1"]  # fmt: skip
-
-
-def run_cli(*argv: str) -> int:
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
 
 
 def load_experiment(name):

@@ -3,15 +3,7 @@
 import json
 import math
 
-from jaxlab import cli
-
-
-def run_cli(*argv: str) -> int:
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
+from tests.cli_helpers import run_cli
 
 
 def test_lowrank_compare_writes_errors_with_eckart_young_ordering(tmp_path):

@@ -7,20 +7,12 @@ import sys
 
 import pytest
 
-from jaxlab import cli
 from jaxlab.cli import discover
+from tests.cli_helpers import run_cli
 
 TINY = ["--set", "steps=20", "--set", "eval_every=10", "--set", "width=32", "--set", "batch_size=32",
         "--set", "warmup_steps=5"]  # fmt: skip
 KEYS = ("final_loss_adamw", "final_loss_muon", "final_loss_muon_spectral")
-
-
-def run_cli(*argv: str) -> int:
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,7 @@ import pytest
 
 from jaxlab import cli
 from jaxlab.ssm import ssm_param_labels
-
-
-def run_cli(*argv: str) -> int:
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
+from tests.cli_helpers import run_cli
 
 
 def results_of(workdir) -> dict:

@@ -1,29 +1,10 @@
 """TARFLOW and Fourier-density experiments end to end through the CLI, at tiny sizes."""
 
-import json
 import math
 
 import pytest
 
-from jaxlab import cli
-
-
-def run_cli(*argv: str) -> int:
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
-
-
-def overrides(**fields) -> list[str]:
-    return [arg for name, value in fields.items() for arg in ("--set", f"{name}={value}")]
-
-
-def results_of(workdir) -> dict:
-    results = json.loads((workdir / "results.json").read_text())
-    assert all(value is None or isinstance(value, (int, float, str)) for value in results.values())
-    return results
+from tests.cli_helpers import overrides, results_of, run_cli
 
 
 @pytest.mark.slow  # ~20 s of XLA compilation on 2 shared cores; tarflow-digits covers the same library paths

@@ -5,25 +5,7 @@ import math
 
 import pytest
 
-from jaxlab import cli
-
-
-def run_cli(*argv: str) -> int:
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
-
-
-def overrides(**fields) -> list[str]:
-    return [arg for name, value in fields.items() for arg in ("--set", f"{name}={value}")]
-
-
-def results_of(workdir) -> dict:
-    results = json.loads((workdir / "results.json").read_text())
-    assert all(value is None or isinstance(value, (int, float, str)) for value in results.values())
-    return results
+from tests.cli_helpers import overrides, results_of, run_cli
 
 
 def test_vq_digits_reports_every_method_at_the_same_code_count(tmp_path):
