@@ -52,7 +52,7 @@ fewstep = import_experiment_file(Path(__file__).with_name("_fewstep.py"))
 class Config(TrainConfig):
     """fewstep-toy2d configuration; the trainer fields apply to every method alike."""
 
-    steps: int = 16000
+    steps: int = 8000
     batch_size: int = 256
     learning_rate: float = 1e-3
     warmup_steps: int = 200
@@ -82,7 +82,7 @@ class Config(TrainConfig):
     sid_fake_lr: float = 1e-4
     sid_fake_steps: int = 1
     sid_weighting: Literal["example", "batch", "none"] = "example"
-    sid_ema_decay: float | None = 0.99
+    sid_ema_decay: float | None = None  # None: the shared ema_decay (0.999 measured 1.09x the teacher at 8k steps, 0.99 2.0x)
     ign_rec_weight: float = 20.0
     ign_idem_weight: float = 20.0
     ign_tight_weight: float = 2.5
