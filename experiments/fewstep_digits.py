@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +34,7 @@ import numpy as np
 from jaxlab.data import digits_split, epoch_permutation_batch, unit_to_digits
 from jaxlab.eval import digits_frechet_distance
 from jaxlab.nn import UNet
-from jaxlab.train import Experiment, TrainConfig, import_experiment_file, named_key, restore_state
-
+from jaxlab.train import Experiment, import_experiment_file, named_key, restore_state
 
 
 fewstep = import_experiment_file(Path(__file__).with_name("_fewstep.py"))
@@ -44,7 +42,7 @@ digits = import_experiment_file(Path(__file__).with_name("digits_generation.py")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
+class Config(fewstep.MethodConfig):
     """fewstep-digits configuration; the trainer fields apply to every method alike."""
 
     steps: int = 2000
@@ -55,33 +53,8 @@ class Config(TrainConfig):
     checkpoint_every: int = 500
     log_every: int = 50
     channels: tuple[int, ...] = (32, 64)
-    methods: tuple[str, ...] = fewstep.METHODS
-    step_counts: tuple[int, ...] = fewstep.STEP_COUNTS
     eval_samples: int = 500
-    sigma_data: float = 0.5
-    shortcut_max_steps: int = 128
-    # One level of the step-size ladder learns from the level below, so EMA targets (decay 0.999)
-    # lag by ~1,000 steps per level: at this budget the online targets and half the batch on
-    # self-consistency reach a 1-step quality the paper's EMA / 1/4 do not (issue-7 measurements).
-    shortcut_bootstrap_fraction: float = 0.5
-    shortcut_bootstrap_target: Literal["ema", "online"] = "online"
-    ct_s1: int = 50  # N(k) grows to s1 + 1 scales; the paper's 150 is tuned for ~800k steps
-    sid_alpha: float = 1.2
-    sid_generator_time: float = 0.714  # SiD's sigma_init = 2.5 on the straight path: t = 2.5 / 3.5
-    sid_t_min: float = 0.02
-    sid_t_max: float = 0.98
-    sid_generator_lr: float = 1e-4
-    sid_fake_lr: float = 1e-4
-    sid_fake_steps: int = 1
-    sid_weighting: Literal["example", "batch", "none"] = "example"
     sid_ema_decay: float | None = 0.99
-    ign_rec_weight: float = 20.0
-    ign_idem_weight: float = 20.0
-    ign_tight_weight: float = 2.5
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        fewstep.check_methods(tuple(self.methods))
 
 
 def networks(config: Config) -> "fewstep.Networks":

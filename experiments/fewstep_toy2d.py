@@ -41,15 +41,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
 from jaxlab.eval import energy_distance  # noqa: E402
 from jaxlab.nn import TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, import_experiment_file, named_key, restore_state  # noqa: E402
-
+from jaxlab.train import Experiment, import_experiment_file, named_key, restore_state  # noqa: E402
 
 
 fewstep = import_experiment_file(Path(__file__).with_name("_fewstep.py"))
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
+class Config(fewstep.MethodConfig):
     """fewstep-toy2d configuration; the trainer fields apply to every method alike."""
 
     steps: int = 8000
@@ -62,34 +61,10 @@ class Config(TrainConfig):
     dataset: Literal["checkerboard", "eight_gaussians", "two_moons", "swiss_roll", "pinwheel"] = "checkerboard"
     width: int = 128
     depth: int = 3
-    methods: tuple[str, ...] = fewstep.METHODS
-    step_counts: tuple[int, ...] = fewstep.STEP_COUNTS
     eval_samples: int = 2000
     eval_repeats: int = 8  # energies are averaged over this many disjoint sample sets: the estimator's noise (~5e-4 at 2,000) is the size of the figures compared
     sigma_data: float = 1.0  # the checkerboard's per-coordinate std (CT/iCT/CD scalings)
-    shortcut_max_steps: int = 128
-    # One level of the step-size ladder learns from the level below, so EMA targets (decay 0.999)
-    # lag by ~1,000 steps per level: at this budget the online targets and half the batch on
-    # self-consistency reach a 1-step quality the paper's EMA / 1/4 do not (issue-7 measurements).
-    shortcut_bootstrap_fraction: float = 0.5
-    shortcut_bootstrap_target: Literal["ema", "online"] = "online"
-    ct_s1: int = 50  # N(k) grows to s1 + 1 scales; the paper's 150 is tuned for ~800k steps
-    sid_alpha: float = 1.2
-    sid_generator_time: float = 0.714  # SiD's sigma_init = 2.5 on the straight path: t = 2.5 / 3.5
-    sid_t_min: float = 0.02
-    sid_t_max: float = 0.98
-    sid_generator_lr: float = 1e-4
-    sid_fake_lr: float = 1e-4
-    sid_fake_steps: int = 1
-    sid_weighting: Literal["example", "batch", "none"] = "example"
     sid_ema_decay: float | None = None  # None: the shared ema_decay (0.999 measured 1.09x the teacher at 8k steps, 0.99 2.0x)
-    ign_rec_weight: float = 20.0
-    ign_idem_weight: float = 20.0
-    ign_tight_weight: float = 2.5
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        fewstep.check_methods(tuple(self.methods))
 
 
 def networks(config: Config) -> "fewstep.Networks":
