@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxlab.generative.flow import Solver, TimeSampling, interpolate, sample_ode, sample_time
+from jaxlab.generative.flow import RectifiedFlow, Solver, TimeSampling, interpolate, sample_ode, sample_time
 from jaxlab.train.state import Context
 
 ApplyFn = Callable[..., Array]
@@ -119,22 +119,12 @@ def straightness(apply_fn: ApplyFn, params: Params, x1: Array, *, steps: int) ->
 
 
 @dataclasses.dataclass(frozen=True)
-class ReFlow:
+class ReFlow(RectifiedFlow):
     """Method adapter: flow matching on coupling batches ``{"x0": (b, ...), "x1": (b, ...)}``.
 
-    Attributes:
-      apply_fn: ``apply_fn(params, x_t, t) -> velocity``.
-      init_fn: ``init_fn(key, x, t) -> params``.
-      data_shape: shape of one example.
-      time_sampling: training-time distribution.
-      solver: default ODE solver for :meth:`sample`.
+    The fields and :meth:`sample` are :class:`~jaxlab.generative.flow.RectifiedFlow`'s;
+    only the batches differ (fixed couplings instead of fresh noise).
     """
-
-    apply_fn: ApplyFn
-    init_fn: Callable[..., Params]
-    data_shape: tuple[int, ...]
-    time_sampling: TimeSampling = "uniform"
-    solver: Solver = "euler"
 
     def init(self, key: Array, batch: dict[str, Array]) -> Params:
         x = batch["x0"]
@@ -145,7 +135,3 @@ class ReFlow:
         return paired_flow_matching_loss(
             self.apply_fn, params, batch["x0"], batch["x1"], key=key, time_sampling=self.time_sampling
         )
-
-    def sample(self, params: Params, *, key: Array, num: int, steps: int) -> Array:
-        x1 = jax.random.normal(key, (num, *self.data_shape))
-        return sample_ode(self.apply_fn, params, x1, steps=steps, solver=self.solver)
