@@ -100,4 +100,4 @@ def mean_pairwise(
 
     row_sums = jax.lax.map(row_sum, (x, jnp.arange(n)), batch_size=min(int(chunk_size), n))  # (n,)
     num_pairs = n * (n - 1) if exclude_diagonal else n * m
-    return jnp.sum(row_sums) / num_pairs
+    return jnp.sum(row_sums) / float(num_pairs)  # a Python int over 2**31 would not fit the traced int32

@@ -40,3 +40,13 @@ def test_mean_pairwise_matches_the_naive_mean(chunk_size, exclude_diagonal):
 def test_mean_pairwise_exclude_diagonal_needs_square():
     with pytest.raises(ValueError, match="exclude_diagonal"):
         mean_pairwise(safe_sqrt, jnp.zeros((3, 2)), jnp.zeros((4, 2)), exclude_diagonal=True)
+
+
+def test_mean_pairwise_over_more_pairs_than_int32_counts():
+    # 46,342 · 46,341 self-excluded pairs exceed 2**31 - 1: the count must not be traced as an int32.
+    n = 46_342
+    x = np.zeros((n, 1), np.float32)
+    y = np.ones((n, 1), np.float32)
+    assert n * (n - 1) > np.iinfo(np.int32).max
+    np.testing.assert_allclose(mean_pairwise(safe_sqrt, x, y), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(mean_pairwise(safe_sqrt, x, x, exclude_diagonal=True), 0.0, atol=1e-6)
