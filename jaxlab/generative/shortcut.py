@@ -39,6 +39,13 @@ paper's runs of hundreds of thousands of steps, decisive in short ones, where
 ``bootstrap_target="online"`` (stop-gradient current parameters, the μ = 0
 choice of improved consistency training) works far better.
 
+Coupling. The paper pairs each data point with independent noise.
+``coupling="minibatch_ot"`` pairs the batch by its optimal assignment
+instead (:mod:`jaxlab.generative.coupling`), as the improved shortcut models
+(iSM, Nguyen et al. 2025) do: straighter paths leave the large-step levels
+less to learn. On the 2-D checkerboard (8k steps) it cut the one-step energy
+distance from ~6e-4 to ~8e-5 and the 128-step one from ~1.2e-4 to ~4e-5.
+
 Classifier-free guidance: with ``num_classes > 0`` the batch carries
 ``"labels"``; each label is replaced by the null label ``num_classes`` with
 probability ``label_dropout``, and sampling mixes
@@ -48,6 +55,8 @@ References:
   Frans, Hafner, Levine, Abbeel 2024, "One Step Diffusion via Shortcut
   Models" (arXiv:2410.12557).
   Ho & Salimans 2022, "Classifier-Free Diffusion Guidance" (arXiv:2207.12598).
+  Nguyen et al. 2025, "Improved Training Technique for Shortcut Models"
+  (arXiv:2510.21250): the OT coupling, and the EMA lag of bootstrap targets.
 """
 
 from __future__ import annotations
@@ -61,11 +70,14 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.generative.coupling import minibatch_ot_pairing
 from jaxlab.generative.flow import interpolate
 from jaxlab.train.state import Context
 
 ApplyFn = Callable[..., Array]  # apply_fn(params, x_t, t, d[, labels=...]) -> (b, *features)
 Params = Any
+Coupling = Literal["independent", "minibatch_ot"]
+COUPLINGS = ("independent", "minibatch_ot")
 
 
 def _check_data(name: str, x: Any) -> None:
@@ -85,6 +97,11 @@ def _check_steps(steps: Any, max_steps: int) -> int:
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1 or steps & (steps - 1) or steps > max_steps:
         raise ValueError(f"steps must be a power of two in [1, {max_steps}], got {steps!r}")
     return steps
+
+
+def _check_coupling(coupling: Any) -> None:
+    if coupling not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
 
 
 def _bcast(v: Array, x: Array) -> Array:
@@ -147,6 +164,7 @@ def shortcut_loss(
     label_dropout: float = 0.1,
     bootstrap_fraction: float = 0.25,
     max_steps: int = 128,
+    coupling: Coupling = "independent",
 ) -> tuple[Array, dict[str, Array]]:
     """Flow matching (d = 0) on part of the batch, self-consistency on ``bootstrap_fraction`` of it.
 
@@ -161,6 +179,8 @@ def shortcut_loss(
       label_dropout: probability of replacing a label by the null label.
       bootstrap_fraction: share of the batch trained on self-consistency targets.
       max_steps: M, the number of smallest steps (power of two).
+      coupling: ``"independent"`` noise per data point (the paper) or
+        ``"minibatch_ot"``, the batch's optimal assignment of data to noise.
 
     Returns:
       ``(loss, {"flow_mse", "bootstrap_mse"})``.
@@ -169,12 +189,17 @@ def shortcut_loss(
     _check_max_steps(max_steps)
     if not 0.0 <= bootstrap_fraction < 1.0:
         raise ValueError(f"bootstrap_fraction must be in [0, 1), got {bootstrap_fraction!r}")
+    _check_coupling(coupling)
     if labels is not None and labels.shape != x0.shape[:1]:
         raise ValueError(f"labels must have shape {x0.shape[:1]}, got {labels.shape}")
     b = x0.shape[0]
     nb = int(round(b * bootstrap_fraction))
     noise_key, time_key, level_key, grid_key, drop_key = jax.random.split(key, 5)
     x1 = jax.random.normal(noise_key, x0.shape, x0.dtype)
+    if coupling == "minibatch_ot":
+        pairing = minibatch_ot_pairing(x0, x1)  # (b,): x0[pairing[i]] goes with x1[i]
+        x0 = x0[pairing]
+        labels = None if labels is None else labels[pairing]
     if labels is not None:
         labels = jnp.where(jax.random.bernoulli(drop_key, label_dropout, labels.shape), num_classes, labels)
 
@@ -265,6 +290,7 @@ class Shortcut:
       label_dropout: classifier-free-guidance label dropout.
       guidance_scale: w at sampling.
       bootstrap_target: ``"ema"`` (``ctx.ema_params``) or ``"online"`` (stop-gradient params).
+      coupling: ``"independent"`` (the paper) or ``"minibatch_ot"`` (see the module docstring).
     """
 
     apply_fn: ApplyFn
@@ -276,9 +302,11 @@ class Shortcut:
     label_dropout: float = 0.1
     guidance_scale: float = 1.0
     bootstrap_target: Literal["ema", "online"] = "ema"
+    coupling: Coupling = "independent"
 
     def __post_init__(self) -> None:
         _check_max_steps(self.max_steps)
+        _check_coupling(self.coupling)
         if self.bootstrap_target not in ("ema", "online"):
             raise ValueError(f"bootstrap_target must be 'ema' or 'online', got {self.bootstrap_target!r}")
         if not 0.0 <= self.bootstrap_fraction < 1.0:
@@ -303,7 +331,7 @@ class Shortcut:
         return shortcut_loss(
             self.apply_fn, params, ctx.ema_params if self.bootstrap_target == "ema" else params, batch["x"], key=key, labels=self._labels(batch),
             num_classes=self.num_classes, label_dropout=self.label_dropout,
-            bootstrap_fraction=self.bootstrap_fraction, max_steps=self.max_steps,
+            bootstrap_fraction=self.bootstrap_fraction, max_steps=self.max_steps, coupling=self.coupling,
         )  # fmt: skip
 
     def sample(self, params: Params, *, key: Array, num: int, steps: int, labels: Array | None = None) -> Array:

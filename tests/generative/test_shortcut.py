@@ -98,10 +98,29 @@ def test_classifier_free_guidance_closed_form():
     np.testing.assert_allclose(out[:, 0], -(5.0 + 3.0 * (labels - 5.0)))  # x1 − (s_null + w·(s − s_null))
 
 
+def test_ot_coupling_never_pairs_worse_than_independent_noise():
+    # With a zero network and no bootstrap rows the loss is the mean squared distance of the pairs,
+    # which the optimal assignment can only lower (the identity is one of the permutations it ranks).
+    # Per coordinate, independent pairs of N(1.5, 0.3²) data and N(0, 1) noise average 1.5² + 1 + 0.3² = 3.34;
+    # the OT coupling approaches W2² = 1.5² + (1 − 0.3)² = 2.74.
+    def zero_network(params, x, t, d):
+        return jnp.zeros_like(x)
+
+    x0 = jax.random.normal(jax.random.key(7), (64, 2)) * 0.3 + 1.5
+    losses = {
+        coupling: float(jax.jit(lambda x, c=coupling: shortcut_loss(zero_network, None, None, x, key=jax.random.key(8), bootstrap_fraction=0.0, coupling=c)[0])(x0))
+        for coupling in ("independent", "minibatch_ot")
+    }
+    assert losses["minibatch_ot"] < losses["independent"]
+    assert losses["independent"] == pytest.approx(3.34, rel=0.15)
+    assert losses["minibatch_ot"] == pytest.approx(2.74, rel=0.1)
+
+
+@pytest.mark.parametrize("coupling", ["independent", "minibatch_ot"])
 @pytest.mark.parametrize("num_classes", [0, 3])
-def test_adapter_loss_is_finite_and_compiles_once(num_classes):
+def test_adapter_loss_is_finite_and_compiles_once(num_classes, coupling):
     net = TimeMLP(width=8, depth=1, time_features=8, num_classes=num_classes, separate_conditions=bool(num_classes))
-    method = Shortcut(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), num_classes=num_classes, guidance_scale=1.5)
+    method = Shortcut(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), num_classes=num_classes, guidance_scale=1.5, coupling=coupling)
     batch = {"x": jax.random.normal(jax.random.key(3), (16, 2))}
     if num_classes:
         batch["labels"] = jnp.arange(16) % num_classes
@@ -131,6 +150,8 @@ def test_bad_inputs_raise_value_errors():
         Shortcut(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), max_steps=100)
     with pytest.raises(ValueError, match="bootstrap_fraction"):
         Shortcut(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), bootstrap_fraction=1.0)
+    with pytest.raises(ValueError, match="coupling"):
+        Shortcut(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), coupling="sinkhorn")
     with pytest.raises(ValueError, match="labels"):
         Shortcut(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), num_classes=2).init(jax.random.key(0), {"x": jnp.zeros((2, 2))})
     with pytest.raises(ValueError, match="null_label"):
