@@ -34,11 +34,22 @@ def test_fewstep_toy2d_flow_sid_ign(tmp_path):
     assert run_cli("sample", "fewstep-toy2d", "--workdir", str(workdir), "--num", "8", "--steps", "2") == 0
 
 
-@pytest.mark.slow  # seven trainings and samplers: ~30 s of compiles on 2 cores
+def test_fewstep_toy2d_shortcut_with_both_couplings(tmp_path):
+    workdir = tmp_path / "fewstep"
+    methods = ("shortcut", "shortcut_independent")
+    assert run_cli("train", "fewstep-toy2d", "--workdir", str(workdir), *overrides(methods=" ".join(methods), **TOY)) == 0
+    results = results_of(workdir)
+    for name in methods:
+        assert math.isfinite(results[f"energy_{name}_1"]) and math.isfinite(results[f"energy_{name}_4"]), name
+    # The OT-paired and the independently paired model train on different pairs, so they differ.
+    assert results["energy_shortcut_1"] != results["energy_shortcut_independent_1"]
+
+
+@pytest.mark.slow  # eight trainings and samplers: ~30 s of compiles on 2 cores
 def test_fewstep_toy2d_all_methods(tmp_path):
     workdir = tmp_path / "fewstep"
     assert run_cli("train", "fewstep-toy2d", "--workdir", str(workdir), *overrides(**TOY)) == 0
-    results = check_toy(workdir, ("flow", "ct", "ict", "cd", "shortcut", "sid", "ign"))
+    results = check_toy(workdir, ("flow", "ct", "ict", "cd", "shortcut", "shortcut_independent", "sid", "ign"))
     for name in ("ct", "ict", "cd"):
         assert math.isfinite(results[f"target_flow_1_over_{name}_1"]), name
 

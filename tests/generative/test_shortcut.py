@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jaxlab.generative.shortcut import Shortcut, sample_shortcut, shortcut_loss, shortcut_targets, step_condition
+from jaxlab.generative.shortcut import (
+    Shortcut,
+    bootstrap_step_sizes,
+    sample_shortcut,
+    shortcut_loss,
+    shortcut_targets,
+    step_condition,
+)
 from jaxlab.nn import TimeMLP
 from jaxlab.train.state import Context
 
@@ -86,6 +93,19 @@ def test_bootstrap_times_keep_both_half_steps_inside_the_interval():
     x0 = jnp.zeros((512, 2))
     loss, _ = jax.jit(lambda x: shortcut_loss(guard, None, None, x, key=jax.random.key(2), bootstrap_fraction=0.5, max_steps=8))(x0)
     assert np.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("large_step_bias", [False, True])
+def test_bootstrap_step_sizes_follow_their_level_distribution(large_step_bias):
+    num = 70_000
+    two_d = np.asarray(bootstrap_step_sizes(jax.random.key(9), num, max_steps=128, large_step_bias=large_step_bias))
+    level = np.round(-np.log2(two_d)).astype(int)
+    np.testing.assert_allclose(two_d, 2.0 ** -level)  # on the power-of-two grid
+    weights = np.arange(7, 0, -1.0) if large_step_bias else np.ones(7)  # j = 0 is the one-step level 2d = 1
+    expected = weights / weights.sum()
+    observed = np.bincount(level, minlength=7) / num
+    assert observed.shape == (7,)  # never 2d = 1/128 (that level is the flow itself)
+    np.testing.assert_allclose(observed, expected, atol=4 * np.sqrt(expected.max() / num))
 
 
 def test_classifier_free_guidance_closed_form():
