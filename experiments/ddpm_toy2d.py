@@ -38,7 +38,7 @@ from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
 from jaxlab.eval import energy_distance  # noqa: E402
 from jaxlab.generative import Diffusion, schedules  # noqa: E402
 from jaxlab.nn import TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, named_key, restore_state, train, write_json_atomic  # noqa: E402
+from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, restore_state, train, write_json_atomic  # noqa: E402
 
 STEP_COUNTS = (1, 2, 4, 8, 32, 128)
 SAMPLERS = ("ddpm", "ddim", "heun")
@@ -46,20 +46,14 @@ SCHEDULES = {"cosine": (schedules.cosine, 0.0), "ddpm_linear": (schedules.ddpm_l
 TRUE_NLL = {"checkerboard": math.log(6.0)}  # uniform density 1/6 on the standardized board
 
 
-@dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
-    """ddpm-toy2d configuration (trainer fields from :class:`TrainConfig`)."""
+toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
 
-    steps: int = 8000
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    warmup_steps: int = 200
-    ema_decay: float = 0.999
+
+@dataclasses.dataclass(frozen=True)
+class Config(toy2d.Toy2DConfig):
+    """ddpm-toy2d configuration (trainer, dataset and width fields from :class:`Toy2DConfig`)."""
+
     checkpoint_every: int = 2000
-    log_every: int = 100
-    dataset: Literal["checkerboard", "eight_gaussians", "two_moons", "swiss_roll", "pinwheel"] = "checkerboard"
-    width: int = 128
-    depth: int = 3
     schedule: Literal["cosine", "ddpm_linear"] = "cosine"
     prediction: Literal["eps", "x0", "v", "velocity"] = "v"
     weighting: Literal["none", "eps", "x0", "v", "min_snr", "sigmoid"] = "none"

@@ -51,22 +51,13 @@ from jaxlab.train import Experiment, import_experiment_file, named_key, restore_
 
 
 fewstep = import_experiment_file(Path(__file__).with_name("_fewstep.py"))
+toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(fewstep.MethodConfig):
+class Config(toy2d.Toy2DConfig, fewstep.MethodConfig):
     """fewstep-toy2d configuration; the trainer fields apply to every method alike."""
 
-    steps: int = 8000
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    warmup_steps: int = 200
-    ema_decay: float = 0.999
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    dataset: Literal["checkerboard", "eight_gaussians", "two_moons", "swiss_roll", "pinwheel"] = "checkerboard"
-    width: int = 128
-    depth: int = 3
     # The unbiased energy estimator's spread between samples of one distribution falls as 1/n: ~5e-4 at
     # 2,000 points, ~6e-5 at 32,000, ~2e-5 at 64,000, below the best figures compared (~3e-5 to 1e-4).
     eval_samples: int = 64000

@@ -29,25 +29,18 @@ from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
 from jaxlab.eval import energy_distance  # noqa: E402
 from jaxlab.generative import RectifiedFlow  # noqa: E402
 from jaxlab.nn import TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, named_key, restore_state, train  # noqa: E402
+from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, restore_state, train  # noqa: E402
 
 STEP_COUNTS = (1, 2, 4, 8, 32, 128)
 
 
-@dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
-    """flow-toy2d configuration (trainer fields from :class:`TrainConfig`)."""
+toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
 
-    steps: int = 8000
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    warmup_steps: int = 200
-    ema_decay: float = 0.999
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    dataset: Literal["checkerboard", "eight_gaussians", "two_moons", "swiss_roll", "pinwheel"] = "checkerboard"
-    width: int = 128
-    depth: int = 3
+
+@dataclasses.dataclass(frozen=True)
+class Config(toy2d.Toy2DConfig):
+    """flow-toy2d configuration (trainer, dataset and width fields from :class:`Toy2DConfig`)."""
+
     time_sampling: Literal["uniform", "logit_normal"] = "uniform"
     solver: Literal["euler", "heun"] = "heun"
     sample_steps: int = 32

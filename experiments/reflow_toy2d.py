@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Literal
 
 import jax
 import matplotlib
@@ -35,27 +34,21 @@ from jaxlab.eval import energy_distance  # noqa: E402
 from jaxlab.generative import RectifiedFlow, ode_log_likelihood, sample_ode, schedules  # noqa: E402
 from jaxlab.generative.reflow import ReFlow, generate_couplings, straightness  # noqa: E402
 from jaxlab.nn import TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, named_key, restore_state, train, write_json_atomic  # noqa: E402
+from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, restore_state, train, write_json_atomic  # noqa: E402
 
 STEP_COUNTS = (1, 2, 4, 8, 32, 128)
 STAGES = ("before", "after")
 TRUE_NLL = {"checkerboard": math.log(6.0)}
 
 
+toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
+
+
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
+class Config(toy2d.Toy2DConfig):
     """reflow-toy2d configuration; ``steps`` trains the first flow, ``reflow_steps`` the second."""
 
-    steps: int = 8000
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    warmup_steps: int = 200
-    ema_decay: float = 0.999
     checkpoint_every: int = 2000
-    log_every: int = 100
-    dataset: Literal["checkerboard", "eight_gaussians", "two_moons", "swiss_roll", "pinwheel"] = "checkerboard"
-    width: int = 128
-    depth: int = 3
     reflow_steps: int = 4000
     num_couplings: int = 32768
     coupling_steps: int = 64

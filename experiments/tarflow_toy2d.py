@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -41,23 +40,20 @@ from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
 from jaxlab.eval import energy_distance  # noqa: E402
 from jaxlab.generative import RectifiedFlow, TarFlow, ode_log_likelihood, schedules  # noqa: E402
 from jaxlab.nn import CausalTransformer, TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, named_key, restore_state, train  # noqa: E402
+from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, restore_state, train  # noqa: E402
 
 TRUE_ENTROPY = {"checkerboard": math.log(6.0)}  # nats; closed forms where known
 
 
+toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
+
+
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
-    """tarflow-toy2d configuration (trainer fields from :class:`TrainConfig`)."""
+class Config(toy2d.Toy2DConfig):
+    """tarflow-toy2d configuration (trainer, dataset and width fields from :class:`Toy2DConfig`)."""
 
     steps: int = 3000
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    warmup_steps: int = 200
     ema_decay: float = 0.998
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    dataset: Literal["checkerboard", "eight_gaussians", "two_moons", "swiss_roll", "pinwheel"] = "checkerboard"
     num_blocks: int = 8
     width: int = 32
     depth: int = 1

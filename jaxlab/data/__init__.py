@@ -4,11 +4,12 @@ from jaxlab.data.batches import epoch_permutation_batch, steps_per_epoch
 from jaxlab.data.digits import NUM_LEVELS, digits_split, digits_to_unit, load_digits, unit_to_digits
 from jaxlab.data.files import load_cifar10, load_mnist, parse_idx, read_idx
 from jaxlab.data.text import VOCAB_SIZE, load_text_corpus, random_windows, text_split
-from jaxlab.data.toy2d import TOY2D, checkerboard, eight_gaussians, pinwheel, sample_toy2d, swiss_roll, toy2d_batches, two_moons
+from jaxlab.data.toy2d import TOY2D, Toy2DName, checkerboard, eight_gaussians, pinwheel, sample_toy2d, swiss_roll, toy2d_batches, two_moons
 
 __all__ = [
     "NUM_LEVELS",
     "TOY2D",
+    "Toy2DName",
     "VOCAB_SIZE",
     "checkerboard",
     "digits_split",

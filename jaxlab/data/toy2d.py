@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -200,6 +201,8 @@ def pinwheel(key: Array, num: int) -> Array:
     points = jnp.stack([cos * local[:, 0] - sin * local[:, 1], sin * local[:, 0] + cos * local[:, 1]], axis=-1)
     return _standardize(points, (0.0, 0.0), _PINWHEEL_VARIANCE)
 
+
+Toy2DName = Literal["checkerboard", "eight_gaussians", "two_moons", "swiss_roll", "pinwheel"]  # TOY2D's keys, for typed configs
 
 TOY2D: dict[str, Callable[[Array, int], Array]] = {
     "checkerboard": checkerboard,

@@ -1,6 +1,7 @@
 """Tests for jaxlab.data.toy2d: shapes, determinism, standardization, geometry."""
 
 import math
+import typing
 
 import chex
 import jax
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlab.data import TOY2D, checkerboard, eight_gaussians, sample_toy2d, toy2d_batches
+from jaxlab.data import TOY2D, Toy2DName, checkerboard, eight_gaussians, sample_toy2d, toy2d_batches
 
 NAMES = sorted(TOY2D)
 NUM = 50_000  # one sample size throughout, so each sampler compiles once
@@ -85,3 +86,7 @@ def test_toy2d_batches_are_a_pure_function_of_key_and_step():
         toy2d_batches("spiral", key=key, batch_size=32)
     with pytest.raises(ValueError, match="batch_size"):
         toy2d_batches("two_moons", key=key, batch_size=0)
+
+
+def test_the_config_literal_names_exactly_the_toy_sets():
+    assert typing.get_args(Toy2DName) == tuple(TOY2D)
