@@ -30,7 +30,7 @@ but the smallest are learned only from these rows, spread over log2 M = 7
 levels, and 1/8 leaves each level few rows. With the OT coupling below the
 flow part needs fewer rows still: on the 2-D checkerboard (8k steps) 3/4
 gave the best one-step samples at an unchanged 128-step quality, and 7/8
-starved the flow (both ~1.7x worse).
+starved the flow (its 128-step energy ~1.6x worse).
 
 Bootstrap targets. The paper computes them with the EMA parameters
 (``ctx.ema_params``, the default here). Each level of the step-size ladder
@@ -55,7 +55,7 @@ uniformly. The one-step level is the hardest (its target has passed through
 every level below) and sees only 1/log2 M of the rows; ``large_step_bias``
 draws j with probability ∝ log2 M − j instead. On the checkerboard with OT
 coupling and 3/4 of the batch on self-consistency it lowered the one-step
-energy from ~7.5e-5 to ~6e-5 over two seeds, the 128-step one unchanged.
+energy from ~7e-5 to ~6e-5 (two training seeds), the 128-step one unchanged.
 
 Classifier-free guidance: with ``num_classes > 0`` the batch carries
 ``"labels"``; each label is replaced by the null label ``num_classes`` with
