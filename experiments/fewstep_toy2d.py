@@ -63,10 +63,10 @@ class Config(toy2d.Toy2DConfig, fewstep.MethodConfig):
     eval_samples: int = 64000
     eval_repeats: int = 1  # energies are averaged over this many disjoint sample sets
     sigma_data: float = 1.0  # the checkerboard's per-coordinate std (CT/iCT/CD scalings)
-    sid_ema_decay: float | None = None  # None: the shared ema_decay
     # SiD keeps MethodConfig's Adam rates (1e-4). One-step energy over the teacher's 128 Euler steps at 64k points,
     # seed 0: 2e-4 5.2x, 1e-4 1.55x, 5e-5 1.41x, 2.5e-5 2.2x, 1e-5 3.8x; seed 1: 1e-4 5.0x, 5e-5 5.2x (SiD stays
     # at ~3-5e-4 while the teacher's own figure moves between 0.9e-4 and 2.2e-4 with the seed).
+    sid_ema_decay: float | None = None  # None: the shared ema_decay
     # Pairing each batch by its optimal assignment straightens the paths the step-size ladder learns:
     # one-step energy ~6e-4 -> ~9e-5 at 8k steps (the shortcut_independent row keeps the paper's coupling).
     # The flow part then needs fewer rows: 3/4 of the batch on self-consistency, large steps drawn more
