@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jaxlab.data import digits_split, digits_to_unit  # noqa: E402
 from jaxlab.generative import uniform_times  # noqa: E402
 from jaxlab.generative.ddcm import ddcm_bits, ddcm_decode, ddcm_encode, psnr  # noqa: E402
-from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, train, write_json_atomic  # noqa: E402
+from jaxlab.train import Experiment, import_experiment_file, named_key, write_json_atomic  # noqa: E402
 
 
 
@@ -72,17 +72,6 @@ class Config(digits.Config):
     encode_images: int = 120
     clip_x0: float = 1.0
     base_workdir: str = ""
-
-
-def base_model(config: Config, workdir: Path):
-    """(method, EMA params) of the DDPM: restored from ``base_workdir`` or trained in ``workdir/ddpm``."""
-    base_config = digits.Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(digits.Config)})
-    if config.base_workdir:
-        return digits.restore_params(base_config, Path(config.base_workdir))
-    split = digits_split(seed=config.seed)
-    method = digits.build_method(base_config)
-    state = train(method, adamw_with_warmup(base_config), digits.make_batches(base_config, split), base_config, workdir / "ddpm")
-    return method, state.ema_params
 
 
 def settings(config: Config) -> list[tuple[int, int]]:
@@ -135,7 +124,7 @@ def write_table(rows: dict[str, dict], config: Config, workdir: Path) -> str:
 
 def run(config: Config, workdir: Path) -> dict[str, float]:
     workdir = Path(workdir)
-    method, params = base_model(config, workdir)
+    method, params = digits.base_model(config, workdir / "ddpm", base_workdir=config.base_workdir)
     split = digits_split(seed=config.seed)
     targets = jnp.asarray(digits_to_unit(split["test_images"][: config.encode_images]))[..., None]  # (n, 8, 8, 1)
     n = targets.shape[0]

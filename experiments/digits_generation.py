@@ -119,6 +119,22 @@ def restore_params(config: Config, workdir: Path):
     return method, state.ema_params
 
 
+def base_model(config: Config, run_dir: Path, *, base_workdir: str = ""):
+    """(method, EMA params) of the model that ``config``'s digits fields describe, for experiments built on it.
+
+    ``config`` may be a subclass's config (its extra fields are dropped). The
+    model is restored from ``base_workdir`` when given, else trained (or
+    resumed) in ``run_dir``.
+    """
+    base_config = Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Config)})
+    if base_workdir:
+        return restore_params(base_config, Path(base_workdir))
+    split = digits_split(seed=base_config.seed)
+    method = build_method(base_config)
+    state = train(method, adamw_with_warmup(base_config), make_batches(base_config, split), base_config, run_dir)
+    return method, state.ema_params
+
+
 def draw_digits(method: Diffusion, params, *, key, labels, steps: int, guidance_scale: float) -> np.ndarray:
     """Class-conditional samples as digit levels (n, 8, 8) uint8."""
     draw = jax.jit(functools.partial(method.sample, num=labels.shape[0], steps=steps, guidance_scale=guidance_scale))

@@ -33,7 +33,7 @@ from jaxlab.data import digits_split, unit_to_digits
 from jaxlab.eval.features import classify_digits, digits_frechet_distance
 from jaxlab.generative import sample_ddim, sample_ddpm, uniform_times
 from jaxlab.generative.upsample_guidance import OUTPUT_PREDICTION, average_pool, upsample_guidance
-from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, train, write_json_atomic
+from jaxlab.train import Experiment, import_experiment_file, named_key, write_json_atomic
 
 
 
@@ -50,17 +50,6 @@ class Config(digits.Config):
     cfg_scale: float = 1.0
     samples_per_class: int = 10
     base_workdir: str = ""
-
-
-def base_params(config: Config, workdir: Path):
-    """The 8×8 model: restored from ``base_workdir`` or trained in ``workdir/base``."""
-    base_config = digits.Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(digits.Config)})
-    if config.base_workdir:
-        return digits.restore_params(base_config, Path(config.base_workdir))
-    split = digits_split(seed=config.seed)
-    method = digits.build_method(base_config)
-    state = train(method, adamw_with_warmup(base_config), digits.make_batches(base_config, split), base_config, workdir / "base")
-    return method, state.ema_params
 
 
 def sample_upsampled(method, params, config: Config, labels: np.ndarray, *, guidance: float) -> np.ndarray:
@@ -89,7 +78,7 @@ def to_levels(images: np.ndarray, factor: int) -> np.ndarray:
 def run(config: Config, workdir: Path) -> dict[str, float]:
     if config.sampler not in ("ddpm", "ddim"):
         raise ValueError(f"sampler must be 'ddpm' or 'ddim' for upsample-digits, got {config.sampler!r}")
-    method, params = base_params(config, workdir)
+    method, params = digits.base_model(config, workdir / "base", base_workdir=config.base_workdir)
     split = digits_split(seed=config.seed)
     labels = np.tile(np.arange(digits.NUM_CLASSES), config.samples_per_class)
     low = digits.draw_digits(
