@@ -44,7 +44,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -56,7 +55,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from jaxlab.data import digits_split, load_digits  # noqa: E402
 from jaxlab.linalg import cr_approx, interpolative, randomized_svd, truncated_svd  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, named_key, write_json_atomic  # noqa: E402
+from jaxlab.train import Experiment, TrainConfig, import_experiment_file, named_key, write_json_atomic  # noqa: E402
+
+lora = import_experiment_file(Path(__file__).with_name("lora_compare.py"))
 
 METHODS = ("tsvd", "rsvd", "id", "cr")
 LABELS = {"tsvd": "truncated SVD", "rsvd": "randomized SVD", "id": "interpolative (pivoted QR)", "cr": "CR sampling"}
@@ -97,22 +98,12 @@ class Config(TrainConfig):
             raise ValueError(f"ranks must be non-empty ints in [1, min(64, width) = {limit}], got {self.ranks!r}")
 
 
-class MLP(nn.Module):
-    width: int
-
-    @nn.compact
-    def __call__(self, x):  # (b, 64) -> (b, 10)
-        x = nn.relu(nn.Dense(self.width, name="Dense_0")(x))
-        x = nn.relu(nn.Dense(self.width, name="Dense_1")(x))
-        return nn.Dense(10, name="head")(x)
-
-
 def train_weight(config: Config) -> tuple[np.ndarray, float]:
     """Trains the MLP with Adam on the digits train split; returns ``Dense_1/kernel`` and test accuracy."""
     split = digits_split(seed=0)
     scale = lambda im: jnp.asarray(im.reshape(len(im), -1), jnp.float32) / 8.0 - 1.0  # noqa: E731
     x, y = scale(split["train_images"]), jnp.asarray(split["train_labels"])
-    net = MLP(config.width)
+    net = lora.MLP(config.width)  # the lora-compare network (64 → width → width → 10)
     params = net.init(named_key(config.seed, "init"), x[:1])
     opt = optax.adam(config.learning_rate)
 
