@@ -57,8 +57,8 @@ SCHEDULES = {"cosine": schedules.cosine, "linear_path": schedules.linear_path}
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
-    """Shared configuration of ddpm-digits and flow-digits (trainer fields from :class:`TrainConfig`)."""
+class DigitsTrainConfig(TrainConfig):
+    """Trainer defaults of a small U-Net (``channels``) on the 8×8 digits, shared by the digits generators."""
 
     steps: int = 2000
     batch_size: int = 64
@@ -68,6 +68,12 @@ class Config(TrainConfig):
     checkpoint_every: int = 500
     log_every: int = 50
     channels: tuple[int, ...] = (32, 64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(DigitsTrainConfig):
+    """Shared configuration of ddpm-digits and flow-digits (trainer and U-Net fields from :class:`DigitsTrainConfig`)."""
+
     schedule: Literal["cosine", "linear_path"] = "cosine"
     prediction: Literal["eps", "x0", "v", "velocity"] = "v"
     sampler: Literal["ddpm", "ddim", "euler", "heun"] = "ddpm"

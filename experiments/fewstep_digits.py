@@ -42,17 +42,9 @@ digits = import_experiment_file(Path(__file__).with_name("digits_generation.py")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(fewstep.MethodConfig):
-    """fewstep-digits configuration; the trainer fields apply to every method alike."""
+class Config(digits.DigitsTrainConfig, fewstep.MethodConfig):
+    """fewstep-digits configuration; the trainer fields (those of digits-generation) apply to every method alike."""
 
-    steps: int = 2000
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    warmup_steps: int = 100
-    ema_decay: float = 0.995
-    checkpoint_every: int = 500
-    log_every: int = 50
-    channels: tuple[int, ...] = (32, 64)
     eval_samples: int = 500
     sid_ema_decay: float | None = 0.99
     # The paper's independent coupling (the measured digits numbers use it), so no separate comparison row.
