@@ -63,9 +63,14 @@ class Config(toy2d.Toy2DConfig, fewstep.MethodConfig):
     eval_samples: int = 64000
     eval_repeats: int = 1  # energies are averaged over this many disjoint sample sets
     sigma_data: float = 1.0  # the checkerboard's per-coordinate std (CT/iCT/CD scalings)
-    # SiD keeps MethodConfig's Adam rates (1e-4). One-step energy over the teacher's 128 Euler steps at 64k points,
-    # seed 0: 2e-4 5.2x, 1e-4 1.55x, 5e-5 1.41x, 2.5e-5 2.2x, 1e-5 3.8x; seed 1: 1e-4 5.0x, 5e-5 5.2x (SiD stays
-    # at ~3-5e-4 while the teacher's own figure moves between 0.9e-4 and 2.2e-4 with the seed).
+    # SiD's fake score must track the moving generator. With the paper's one update at the generator's rate (1e-4)
+    # it lags: the raw generator scored 4-7e-3 and only its EMA 2.5-7e-4, and reruns of one seed differed 2.7x.
+    # Four fake updates per generator update at 1e-3 (the two-time-scale rule of DMD2, Yin et al. 2024) gave
+    # one-step energies of 1.9e-4 (seed 0, teacher 128-step 2.2e-4) and 2.1e-4 (seed 1, teacher 0.87e-4),
+    # raw generator 4.5e-4 / 7.3e-4. Generator rates 1e-5 .. 2e-4, alpha 1.0, batch-wide weighting, a cosine
+    # decay and t_g = 0.5 did no better.
+    sid_fake_lr: float = 1e-3
+    sid_fake_steps: int = 4
     sid_ema_decay: float | None = None  # None: the shared ema_decay
     # Pairing each batch by its optimal assignment straightens the paths the step-size ladder learns:
     # one-step energy ~6e-4 -> ~9e-5 at 8k steps (the shortcut_independent row keeps the paper's coupling).
