@@ -15,7 +15,9 @@ points: at 2,000 the estimator's own spread (~5e-4) would swamp them.
 
 The shortcut model pairs data and noise by minibatch optimal transport
 (``shortcut_coupling``); the ``shortcut_independent`` row is the same model
-with the paper's independent noise.
+with the paper's independent noise. SiD updates its fake score four times per
+generator update at ten times the generator's rate (a two-time-scale rule),
+so that the fake score keeps up with the generator it describes.
 
 Writes ``results.json`` (keys ``energy_<method>_<steps>``, ``wall_<method>_<steps>``,
 ``energy_teacher_128`` = the flow baseline at 128 Euler steps, and the target
@@ -27,7 +29,8 @@ ratios ``target_*``), ``fewstep_table.json`` / ``fewstep_table.md`` and
 References:
   Liu et al. 2022 (rectified flow); Song et al. 2023 (consistency models);
   Song & Dhariwal 2023 (iCT); Frans et al. 2024 (shortcut models);
-  Zhou et al. 2024 (SiD, arXiv:2404.04057); Shocher et al. 2023 (IGN, arXiv:2311.01462).
+  Zhou et al. 2024 (SiD, arXiv:2404.04057); Yin et al. 2024 (DMD2, arXiv:2405.14867, the
+  two-time-scale fake-score updates); Shocher et al. 2023 (IGN, arXiv:2311.01462).
 """
 
 from __future__ import annotations
