@@ -17,7 +17,8 @@ The shortcut model pairs data and noise by minibatch optimal transport
 (``shortcut_coupling``); the ``shortcut_independent`` row is the same model
 with the paper's independent noise. SiD updates its fake score four times per
 generator update at ten times the generator's rate (a two-time-scale rule),
-so that the fake score keeps up with the generator it describes.
+so that the fake score keeps up with the generator it describes, and uses
+α = 0.5 (the library default is the paper's 1.2; see the Config comment).
 
 Writes ``results.json`` (keys ``energy_<method>_<steps>``, ``wall_<method>_<steps>``,
 ``energy_teacher_128`` = the flow baseline at 128 Euler steps, and the target
