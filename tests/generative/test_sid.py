@@ -177,8 +177,6 @@ def test_alternating_train_step_runs_in_the_trainer_and_updates_both_networks(tm
         method.sample(state.params, key=jax.random.key(0), num=5, steps=2)
     ctx_free = dataclasses.replace(method)
     with pytest.raises(ValueError, match="ctx.frozen"):
-        from jaxlab.train.state import Context
-
         ctx_free.loss(state.params, {"x": x}, key=jax.random.key(0), ctx=Context(step=jnp.zeros((), jnp.int32), ema_params=None))
 
 
