@@ -5,7 +5,10 @@ distribution matches the teacher's diffused data distribution. It alternates
 
 * a **fake-score** update: a network ψ (initialized from the teacher) learns
   the denoiser of the current generator distribution (here: the flow-matching
-  loss on stop-gradient generator samples), and
+  loss on stop-gradient generator samples, the loss the teacher was trained
+  with; the authors use EDM's weighted loss with lognormal σ, and on the 2-D
+  checkerboard that loss, with their σ grid for the generator's times, gave
+  worse one-step energies than these defaults — see ``fewstep-toy2d``), and
 * a **generator** update with the score-identity loss (Zhou et al. 2024, the
   final loss with α, as in the authors' reference implementation), per example
 
@@ -191,7 +194,9 @@ class SiD:
         ``t_g = 1`` the teacher-initialized generator starts collapsed at
         the data mean; on the 2-D checkerboard 0.714 trained to a closer
         histogram in the same number of steps.
-      t_min, t_max: range of the diffusion times of the generator loss.
+      t_min, t_max: range of the uniform diffusion times of the generator loss
+        (the authors draw σ from a ρ = 7 grid up to 80% of the way to σ_max;
+        on the 2-D checkerboard uniform t did as well).
       generator_lr, fake_lr: Adam learning rates (β1 = 0, β2 = 0.999 as in the paper).
       fake_steps: fake-score updates per generator update.
       grad_clip: global-norm clip of both networks' gradients.
