@@ -77,10 +77,11 @@ class Config(toy2d.Toy2DConfig, fewstep.MethodConfig):
     # Matching's alpha = 0.5 did: 1.46e-4 / 1.53e-4 / 1.54e-4 / 1.40e-4 at seeds 0-3 (alpha = 1.0: 1.85e-4 at
     # seed 1), i.e. 0.65x / 1.8x / 1.9x / 1.2x the teacher's 128 steps.
     # With alpha = 0.5 SiD plateaus: at seed 1 its EMA generator wandered between 1.4e-4 and 2.5e-4 from 4k to
-    # 16k steps, and at seeds 1 / 2 none of these beat the defaults (1.5-1.7e-4): the authors' rho = 7 sigma grid
-    # for the generator loss's times (1.7e-4 / 1.4e-4), that grid with their EDM-weighted lognormal fake-score
-    # loss (2.7e-4 / 1.8e-4), a cosine decay of the generator rate (1.9e-4 / 1.6e-4) or of both rates
-    # (1.6e-4 / 1.6e-4), alpha = 0.25 (1.7e-4, seed 1), the batch-wide or no weighting (1.9e-4, 2.2e-4, seed 1).
+    # 16k steps. At seeds 1 / 2 (defaults 1.5-1.7e-4 / 1.5e-4; reruns of one seed differ ~10%) nothing helped
+    # beyond that noise: the authors' rho = 7 sigma grid for the generator loss's times (1.7e-4 / 1.4e-4), that
+    # grid with their EDM-weighted lognormal fake-score loss (2.7e-4 / 1.8e-4), a cosine decay of the generator
+    # rate (1.9e-4 / 1.6e-4) or of both rates (1.6e-4 / 1.6e-4), alpha = 0.25 (1.7e-4, seed 1), the batch-wide
+    # or no weighting (1.9e-4, 2.2e-4, seed 1).
     sid_alpha: float = 0.5
     sid_fake_lr: float = 1e-3
     sid_fake_steps: int = 4

@@ -195,8 +195,9 @@ class SiD:
         the data mean; on the 2-D checkerboard 0.714 trained to a closer
         histogram in the same number of steps.
       t_min, t_max: range of the uniform diffusion times of the generator loss
-        (the authors draw σ from a ρ = 7 grid up to 80% of the way to σ_max;
-        on the 2-D checkerboard uniform t did as well).
+        (the authors draw σ on EDM's ρ = 7 grid, uniformly over its first 80%
+        from σ = 0.002, i.e. σ ≤ 24.4; on the 2-D checkerboard uniform t did
+        as well).
       generator_lr, fake_lr: Adam learning rates (β1 = 0, β2 = 0.999 as in the paper).
       fake_steps: fake-score updates per generator update.
       grad_clip: global-norm clip of both networks' gradients.
