@@ -97,6 +97,14 @@ def sigma_to_time(sigma: Array) -> Array:
     return sigma / (1.0 + sigma)
 
 
+def _check_scale_range(s0: Any, s1: Any) -> None:
+    """The discretization's initial and final counts: integers with 1 ≤ s0 ≤ s1."""
+    _check_positive_int("s0", s0)
+    _check_positive_int("s1", s1)
+    if s1 < s0:
+        raise ValueError(f"s1 must be >= s0 (the final number of scales is at least the initial one), got s0={s0}, s1={s1}")
+
+
 def time_to_sigma(t: Array) -> Array:
     """EDM noise level ``σ = t/(1 − t)`` of flow time t < 1 on the straight path."""
     return t / (1.0 - t)
@@ -131,13 +139,18 @@ def karras_sigma(index: Array, num_scales: Array, *, eps: float = EPS, sigma_max
 
 
 def ct_num_scales(step: Array, total_steps: int, *, s0: int = 2, s1: int = 150) -> Array:
-    """CT's discretization ``N(k) = ⌈√(k/K·((s1+1)² − s0²) + s0²) − 1⌉ + 1`` (int32).
+    """CT's discretization ``N(k) = max(⌈√(k/K·((s1+1)² − s0²) + s0²) − 1⌉, 1) + 1`` (int32).
+
+    The clamp keeps N ≥ 2 (one σ interval) when s0 = 1, as the authors' code
+    does; without it N(0) = 1 and the σ grid divides by N − 1 = 0.
 
     References: Song et al. 2023, Appendix C (arXiv:2303.01469).
     """
+    _check_scale_range(s0, s1)
+    _check_positive_int("total_steps", total_steps)
     k = jnp.minimum(jnp.asarray(step, jnp.float32), float(total_steps))
     root = jnp.sqrt(k / total_steps * ((s1 + 1) ** 2 - s0**2) + s0**2)
-    return (jnp.ceil(root - 1.0) + 1.0).astype(jnp.int32)
+    return (jnp.maximum(jnp.ceil(root - 1.0), 1.0) + 1.0).astype(jnp.int32)
 
 
 def ct_target_decay(num_scales: Array, *, s0: int = 2, mu0: float = 0.9) -> Array:
@@ -148,9 +161,14 @@ def ct_target_decay(num_scales: Array, *, s0: int = 2, mu0: float = 0.9) -> Arra
 def ict_num_scales(step: Array, total_steps: int, *, s0: int = 10, s1: int = 1280) -> Array:
     """iCT's doubling discretization ``N(k) = min(s0·2^⌊k/K'⌋, s1) + 1``, ``K' = ⌊K/(log2⌊s1/s0⌋ + 1)⌋``.
 
+    The logarithm is not floored: for s1/s0 not a power of two (10 → 1000)
+    K' is shorter than with ⌊log2⌋, so N reaches s1 + 1 before the last step.
+
     References: Song & Dhariwal 2023, Sec. 3.4 (arXiv:2310.14189).
     """
-    k_prime = max(total_steps // (int(math.log2(s1 // s0)) + 1), 1)
+    _check_scale_range(s0, s1)
+    _check_positive_int("total_steps", total_steps)
+    k_prime = max(math.floor(total_steps / (math.log2(s1 // s0) + 1.0)), 1)
     doublings = jnp.asarray(step, jnp.int32) // k_prime
     return jnp.minimum(s0 * 2 ** jnp.minimum(doublings, 30), s1) + 1
 

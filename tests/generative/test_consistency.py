@@ -99,6 +99,35 @@ def test_num_scales_and_target_decay_schedules():
     assert ict == {0: 11, 124: 11, 125: 21, 250: 41, 999: 1281}
 
 
+def _ict_reference(k: int, total: int, s0: int, s1: int) -> int:
+    """iCT's N(k) written from the paper's formula in plain Python floats."""
+    k_prime = math.floor(total / (math.log2(math.floor(s1 / s0)) + 1))
+    return min(s0 * 2 ** math.floor(k / k_prime), s1) + 1
+
+
+@pytest.mark.parametrize("s0, s1, total", [(10, 1000, 1000), (10, 1280, 1000), (3, 100, 777), (7, 7, 50)])
+def test_ict_num_scales_matches_the_paper_for_ratios_that_are_not_powers_of_two(s0, s1, total):
+    steps = np.arange(total + 1)
+    ours = np.asarray(jax.vmap(lambda k: ict_num_scales(k, total, s0=s0, s1=s1))(steps))
+    expected = np.array([_ict_reference(int(k), total, s0, s1) for k in steps])
+    np.testing.assert_array_equal(ours, expected)
+    assert ours[-1] == s1 + 1  # the schedule reaches its final count within the run
+
+
+def test_ct_num_scales_keeps_one_sigma_interval_at_s0_equal_one():
+    n = np.array([int(ct_num_scales(k, 100, s0=1, s1=20)) for k in range(101)])
+    assert n.min() == 2 and n[-1] == 21
+    sigma = karras_sigma(jnp.arange(2), ct_num_scales(0, 100, s0=1, s1=20))
+    assert np.all(np.isfinite(np.asarray(sigma)))
+
+
+@pytest.mark.parametrize("fn", [ct_num_scales, ict_num_scales])
+@pytest.mark.parametrize("kwargs, match", [(dict(s0=0), "s0"), (dict(s0=5, s1=4), "s1 must be >= s0"), (dict(s0=2.5), "s0")])
+def test_num_scales_reject_bad_scale_counts(fn, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fn(0, 100, **kwargs)
+
+
 def _exact_point_mass_network(params, x_in, t):
     """F such that f(x̃, σ) = MU + (x̃ − MU)·ε/σ, the exact consistency function of point-mass data."""
     sigma = time_to_sigma(t)
