@@ -143,10 +143,11 @@ def test_pi_and_ntk_closed_forms():
     assert ntk[-1] == pytest.approx(plain[-1] / 4, rel=1e-5)  # lowest interpolated by exactly s
 
 
-def test_yarn_ramp_and_temperature():
+@pytest.mark.parametrize("ramp", ["index", "rotations"])
+def test_yarn_ramp_and_temperature(ramp):
     plain = np.asarray(rope_frequencies(64))
     length, s = 256, 8.0
-    got = np.asarray(yarn_frequencies(jnp.asarray(plain), s, length, beta_fast=32.0, beta_slow=1.0))
+    got = np.asarray(yarn_frequencies(jnp.asarray(plain), s, length, beta_fast=32.0, beta_slow=1.0, ramp=ramp))
     rotations = length * plain / (2 * math.pi)
     fast, slow = rotations > 32, rotations < 1
     assert fast.any() and slow.any()
