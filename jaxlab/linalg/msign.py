@@ -8,12 +8,13 @@ odd quintic. Three ingredients make it fast and accurate:
   gives the Schatten-8 norm ``s8 >= sigma_1`` (at most ``rank^(1/8)`` times
   too large), and a few power steps with it (several start vectors) give a
   tight lower bound ``sigma_hat``. The scale is
-  ``min(s8, max(POWER_SAFETY * sigma_hat, s8 / POLAR_EXPRESS_FIRST_MARGIN))``:
+  ``min(s8, max(POWER_SAFETY * sigma_hat, s8 / max_input))``:
   tight whenever the estimate is, and never small enough to push the top
-  singular value beyond the range the first polynomial tolerates (the Polar
-  Express polynomials blow up above it). Normalizing by the Frobenius norm
-  instead divides the singular values by up to ``sqrt(rank)``, wasting two or
-  three iterations.
+  singular value beyond the range the first polynomial tolerates
+  (``max_input``: 1.05, or 1.01 for the paper's Polar Express table; the
+  Polar Express polynomials blow up above it). Normalizing by the Frobenius
+  norm instead divides the singular values by up to ``sqrt(rank)``, wasting
+  two or three iterations.
 * **Per-step optimal coefficients** (Polar Express) or Keller's constants.
 * **Iterating on the smaller side, and on the Gram matrix for wide shapes.**
   With ``m <= n``, every step is ``X <- (a I + b A + c A^2) X`` with ``A = X X^T``.
@@ -45,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlab.linalg._sharding import sharding_like
-from jaxlab.linalg.polar_coeffs import POLAR_EXPRESS_FIRST_MARGIN, POWER_SAFETY, coefficient_table
+from jaxlab.linalg.polar_coeffs import POWER_SAFETY, coefficient_table, max_input
 from jaxlab.linalg.power_iteration import psd_eigenvalue_lower_bound
 
 __all__ = ["msign", "msign_svd"]
@@ -87,7 +88,7 @@ class _Ops:
         return self._dot("...ij,...ja->...ia", b, y, self.full_out)
 
 
-def _validate(x, steps, normalization, method, power_steps, dtype) -> None:
+def _validate(x, steps, normalization, method, power_steps, dtype, eps) -> None:
     if x.ndim < 2:
         raise ValueError(f"msign: x must have shape (..., m, n), got shape {x.shape}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -106,6 +107,12 @@ def _validate(x, steps, normalization, method, power_steps, dtype) -> None:
         raise ValueError(f"msign: power_steps must be an int >= 1, got {power_steps!r}")
     if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"msign: dtype must be a floating dtype or None, got {dtype!r}")
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) or hasattr(eps, "dtype")):
+        raise ValueError(f"msign: eps must be a scalar >= 0, got {eps!r}")
+    if isinstance(eps, (int, float)) and not eps >= 0:
+        raise ValueError(f"msign: eps must be a scalar >= 0, got {eps}")
+    if hasattr(eps, "dtype") and jnp.ndim(eps) != 0:
+        raise ValueError(f"msign: eps must be a scalar >= 0, got shape {jnp.shape(eps)}")
 
 
 def _row(table, t: int):
@@ -116,14 +123,15 @@ def _row(table, t: int):
     return table[i, 0], table[i, 1], table[i, 2]
 
 
-def _normalize(x: jax.Array, ops: _Ops, normalization: str, power_steps: int):
+def _normalize(x: jax.Array, ops: _Ops, normalization: str, power_steps: int, top: float, eps):
     """Scale and Gram factors for ``x`` (..., m, n) without materializing normalized copies of it.
 
     Returns ``(xk, r, A, A^2)``: ``xk = x / max|x|`` (guards the Gram products against
     over/underflow), the per-matrix scalar ``r`` (..., 1, 1) such that ``r * xk`` has
     singular values in (0, ~1], and ``A`` = Gram matrix of ``r * xk`` and its square.
     The Gram square is what the first iteration needs anyway; it also gives the
-    estimate of ``sigma_1``.
+    estimate of ``sigma_1``. ``top`` is the largest normalized singular value the
+    coefficients tolerate; ``eps`` is added to ``|x|_F`` under Frobenius normalization.
     """
     amax = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True).astype(ops.acc)
     xk = x * jnp.where(amax > 0, 1.0 / amax, 1.0).astype(x.dtype)
@@ -134,13 +142,15 @@ def _normalize(x: jax.Array, ops: _Ops, normalization: str, power_steps: int):
     if normalization == "power":
         # sigma_1 <= s8 = |G^2|_F^(1/4) (Schatten-8 norm) rigorously but loosely (up to rank^(1/8));
         # POWER_SAFETY times the power estimate is tight but heuristic. Never going below
-        # s8 / FIRST_MARGIN keeps the top normalized value inside the first polynomial's range.
+        # s8 / top keeps the top normalized value inside the first polynomial's range.
         lam = psd_eigenvalue_lower_bound(g2.astype(jnp.float32), steps=power_steps)  # <= sigma_1^4
         s8 = jnp.sqrt(jnp.sqrt(jnp.sqrt(jnp.sum(jnp.square(g2.astype(jnp.float32)), axis=(-2, -1)))))
         estimate = POWER_SAFETY * jnp.sqrt(jnp.sqrt(jnp.maximum(lam, 0.0)))
-        scale = jnp.minimum(s8, jnp.maximum(estimate, s8 / POLAR_EXPRESS_FIRST_MARGIN))
+        scale = jnp.minimum(s8, jnp.maximum(estimate, s8 / top))
     else:
-        scale = jnp.ones(g.shape[:-2], jnp.float32)
+        # r * xk = x / (|x|_F + eps): |x|_F = amax * |xk|_F, so the scale is 1 + eps / |x|_F.
+        fro = (jnp.where(amax > 0, amax, 1.0) * jnp.sqrt(jnp.where(fro2 > 0, fro2, 1.0)))[..., 0, 0]
+        scale = 1.0 + jnp.asarray(eps, ops.acc) / fro
     scale = jnp.maximum(scale, _MIN_SCALE)[..., None, None].astype(ops.acc)  # (..., 1, 1)
     inv2 = 1.0 / jnp.square(scale)
     r = 1.0 / (jnp.sqrt(jnp.where(fro2 > 0, fro2, 1.0)) * scale)
@@ -193,11 +203,12 @@ def msign(
     x: jax.Array,
     *,
     steps=5,
-    coeffs="polar_express",
+    coeffs="polar_express_jaxlab",
     dtype=None,
     normalization: str = "power",
     method: str = "auto",
     power_steps: int = 8,
+    eps=0.0,
 ) -> jax.Array:
     """Approximate polar factor ``U V^T`` of ``x = U S V^T`` (the matrix sign).
 
@@ -206,24 +217,30 @@ def msign(
         steps: number of quintic iterations (int ``>= 1``). A traced integer (as
             ``optax.inject_hyperparams`` produces) is accepted and runs a
             ``fori_loop`` without the Gram shortcut.
-        coeffs: ``"polar_express"`` (per-step optimal polynomials, see
-            :mod:`jaxlab.linalg.polar_coeffs`), ``"keller"`` (3.4445, -4.7750,
-            2.0315 every step), one row ``(a, b, c)`` or a table of shape
-            ``(k, 3)`` applied in order, its last row repeating past ``k``.
+        coeffs: ``"polar_express_jaxlab"`` (the default, alias
+            ``"polar_express"``) or ``"polar_express_paper"`` (per-step optimal
+            polynomials, see :mod:`jaxlab.linalg.polar_coeffs`), ``"keller"``
+            (3.4445, -4.7750, 2.0315 every step), one row ``(a, b, c)`` or a
+            table of shape ``(k, 3)`` applied in order, its last row repeating
+            past ``k``.
         dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (accumulation and the
             iterate stay float32); ``None`` computes in float32 (float64 for a
             float64 ``x``). The result is returned in ``x.dtype``.
         normalization: ``"power"`` scales by ``POWER_SAFETY`` times a
             ``power_steps``-step power-iteration estimate of ``sigma_1``, kept
-            within ``[s8 / POLAR_EXPRESS_FIRST_MARGIN, s8]`` of the Schatten-8
-            norm ``s8`` (see the module docstring); ``"frobenius"`` scales by
-            ``|x|_F``.
+            within ``[s8 / max_input, s8]`` of the Schatten-8 norm ``s8``
+            (``max_input`` = :func:`jaxlab.linalg.polar_coeffs.max_input` of
+            ``coeffs``, see the module docstring); ``"frobenius"`` scales by
+            ``|x|_F + eps`` (Keller Jordan's and optax's normalization).
         method: ``"direct"`` iterates on the ``min(m,n) x max(m,n)`` matrix,
             ``"gram"`` on its ``min x min`` Gram factors, ``"auto"`` picks Gram
             when ``max/min >= 1.5``, ``steps`` is static and the compute dtype is
             float32 or float64.
         power_steps: products of ``(x x^T)^2`` with a block of 4 vectors used to
             estimate ``sigma_1`` (cost ``O(min(m,n)^2)`` each).
+        eps: scalar ``>= 0`` added to ``|x|_F`` by ``"frobenius"`` normalization
+            (Keller Jordan uses ``1e-7``, ``optax.contrib.muon`` ``1e-8``);
+            ignored by ``"power"``. May be traced.
 
     Returns:
         Array of the shape and dtype of ``x``. With the default preset, singular
@@ -235,18 +252,19 @@ def msign(
 
     Raises:
         ValueError: for a non-matrix or non-float ``x``, a bad ``steps``,
-            ``coeffs``, ``normalization``, ``method``, ``power_steps`` or ``dtype``.
+            ``coeffs``, ``normalization``, ``method``, ``power_steps``, ``dtype``
+            or ``eps``.
 
     References:
         Jordan, "Muon", 2024; Amsel et al., "The Polar Express", 2025.
     """
     x = jnp.asarray(x)
-    _validate(x, steps, normalization, method, power_steps, dtype)
+    _validate(x, steps, normalization, method, power_steps, dtype, eps)
     table = coefficient_table(coeffs, "msign: coeffs")
     acc = jnp.promote_types(x.dtype, jnp.float32)
     ops = _Ops(x, jnp.dtype(dtype) if dtype is not None else acc, acc)
     m, n = sorted(x.shape[-2:])
-    xk, r, a_mat, a2 = _normalize(x.astype(acc), ops, normalization, power_steps)
+    xk, r, a_mat, a2 = _normalize(x.astype(acc), ops, normalization, power_steps, max_input(coeffs), eps)
     if not isinstance(steps, int):
         y = _dynamic(ops, xk, r, a_mat, a2, table, steps)
     else:

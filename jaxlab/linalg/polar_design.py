@@ -1,9 +1,10 @@
 """Design of per-step odd quintic polynomials for the matrix sign (Polar Express).
 
 This module is plain NumPy and is *not* imported by :mod:`jaxlab.linalg.msign`:
-it is the build-time tool that produced the constants in
-:mod:`jaxlab.linalg.polar_coeffs`, kept here so that the tables can be
-re-derived (and are re-derived by the tests) and so that users can design a
+it is the build-time tool that produced jaxlab's table
+(``"polar_express_jaxlab"`` in :mod:`jaxlab.linalg.polar_coeffs`; the paper's
+own table is stored as published), kept here so that the table can be
+re-derived (and is re-derived by the tests) and so that users can design a
 schedule for another lower bound ``lower`` on the normalized singular values.
 
 The design is the greedy minimax construction of Amsel et al. (2025): at step

@@ -6,6 +6,12 @@ each matrix by the approximate polar factor of its momentum
 decoupled weight decay and the learning rate, and routes every leaf that is not
 a hidden matrix to AdamW.
 
+Other implementations' updates are reproduced by options: Keller Jordan's
+Muon is ``coeffs="keller", normalize="frobenius", normalize_eps=1e-7`` (he
+iterates in bfloat16; ``compute_dtype="bfloat16"`` is the closest, with float32
+accumulation); ``optax.contrib.muon``'s defaults are the same with
+``normalize_eps=1e-8, bias_correction=True`` (tested against it).
+
 References:
     Jordan, "Muon: An optimizer for hidden layers in neural networks", 2024.
     https://kellerjordan.github.io/posts/muon/
@@ -36,12 +42,14 @@ __all__ = ["MuonState", "scale_by_muon", "muon", "shape_scale"]
 
 _DEFAULT_STEPS = 5
 _SHAPE_SCALINGS = ("keller", "moonlight", "none")
+_NORMALIZATIONS = ("power", "frobenius")
 
 
 class MuonState(NamedTuple):
-    """State of :func:`scale_by_muon`: the momentum (EMA of gradients)."""
+    """State of :func:`scale_by_muon`: the momentum (EMA of gradients) and the step count."""
 
     mu: optax.Updates
+    count: jax.Array  # int32 scalar, number of updates so far (for bias_correction)
 
 
 def shape_scale(fan_in: int, fan_out: int, shape_scaling: str, update_rms=0.2):
@@ -64,7 +72,10 @@ def scale_by_muon(
     beta=0.95,
     nesterov: bool = True,
     steps: int | None = None,
-    coeffs="polar_express",
+    coeffs="polar_express_jaxlab",
+    normalize: str = "power",
+    normalize_eps=1e-7,
+    bias_correction: bool = False,
     shape_scaling: str = "keller",
     update_rms=0.2,
     dimension_numbers=None,
@@ -77,7 +88,11 @@ def scale_by_muon(
     ``mu <- beta mu + (1 - beta) g``; the direction is ``beta mu + (1 - beta) g``
     with Nesterov, else ``mu``; its matrix view (see ``dimension_numbers``) is
     replaced by ``msign`` and multiplied by :func:`shape_scale`. ``msign`` is
-    scale invariant, so no bias correction is needed.
+    scale invariant, so bias correction is off by default; with
+    ``bias_correction`` the direction is, as in ``optax.contrib.muon``,
+    ``beta mu / (1 - beta^(t+1)) + (1 - beta) g / (1 - beta^t)`` (Nesterov) or
+    ``mu / (1 - beta^t)`` at step ``t``, which changes the mix of ``mu`` and
+    ``g`` over the first steps.
 
     Every leaf must be a matrix or have dimension numbers; route the others with
     :func:`muon` (or ``optax.partition``). Equal-shaped matrices (after putting
@@ -89,7 +104,18 @@ def scale_by_muon(
         steps: ``msign`` iterations (``None`` → 5). Keep it a Python int under
             ``optax.inject_hyperparams`` (``static_args=("steps",)``) for the fast
             unrolled path; an injected value falls back to a ``fori_loop``.
-        coeffs: ``"polar_express"``, ``"keller"``, or a ``(3,)``/``(k, 3)`` table.
+        coeffs: ``"polar_express_jaxlab"`` (alias ``"polar_express"``),
+            ``"polar_express_paper"``, ``"keller"``, or a ``(3,)``/``(k, 3)``
+            table (see :mod:`jaxlab.linalg.polar_coeffs`).
+        normalize: how ``msign`` scales each matrix before iterating:
+            ``"power"`` (a tight power-iteration bound on ``sigma_1``, fewest
+            wasted steps) or ``"frobenius"`` (``X / (|X|_F + normalize_eps)``,
+            Keller Jordan's and optax's choice). A string, so static under
+            ``optax.inject_hyperparams``.
+        normalize_eps: added to ``|X|_F`` by ``"frobenius"`` (Keller: ``1e-7``,
+            optax: ``1e-8``); ignored by ``"power"``. May be injected.
+        bias_correction: divide the momentum and gradient terms by
+            ``1 - beta^t`` as ``optax.contrib.muon`` does (static).
         shape_scaling: ``"keller"``, ``"moonlight"`` or ``"none"``.
         update_rms: target update RMS for ``"moonlight"``.
         dimension_numbers: ``None`` (rank-2 leaves), a tree of
@@ -116,8 +142,18 @@ def scale_by_muon(
     check_scalar(update_rms, "update_rms", fn)
     check_steps(steps, "steps", fn)
     check_choice(shape_scaling, "shape_scaling", fn, _SHAPE_SCALINGS)
+    check_choice(normalize, "normalize", fn, _NORMALIZATIONS)
+    check_scalar(normalize_eps, "normalize_eps", fn)
+    if isinstance(normalize_eps, (int, float)) and normalize_eps < 0:
+        raise ValueError(f"{fn}: normalize_eps must be >= 0, got {normalize_eps}")
     coefficient_table(coeffs, f"{fn}: coeffs")
-    msign_kwargs = dict(steps=_DEFAULT_STEPS if steps is None else steps, coeffs=coeffs, dtype=compute_dtype)
+    msign_kwargs = dict(
+        steps=_DEFAULT_STEPS if steps is None else steps,
+        coeffs=coeffs,
+        dtype=compute_dtype,
+        normalization=normalize,
+        eps=normalize_eps,
+    )
 
     def views(tree):
         dims = resolve_dimension_numbers(dimension_numbers, tree, fn=fn)
@@ -127,12 +163,22 @@ def scale_by_muon(
 
     def init_fn(params):
         views(params)  # validates every leaf, naming its path
-        return MuonState(mu=optax.tree.zeros_like(params, dtype=mu_dtype))
+        return MuonState(mu=optax.tree.zeros_like(params, dtype=mu_dtype), count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         del params
+        count = optax.safe_increment(state.count)
         mu = jax.tree.map(lambda m, g: (beta * m + (1 - beta) * g).astype(m.dtype), state.mu, updates)
-        direction = jax.tree.map(lambda m, g: beta * m + (1 - beta) * g, mu, updates) if nesterov else mu
+        if bias_correction:  # as optax.tree.bias_correction: divide by 1 - beta^t
+            c_mu, c_g = 1 - beta ** (optax.safe_increment(count) if nesterov else count), 1 - beta**count
+            if nesterov:
+                direction = jax.tree.map(lambda m, g: beta * (m / c_mu) + (1 - beta) * (g / c_g), mu, updates)
+            else:
+                direction = jax.tree.map(lambda m: m / c_mu, mu)
+        elif nesterov:
+            direction = jax.tree.map(lambda m, g: beta * m + (1 - beta) * g, mu, updates)
+        else:
+            direction = mu
         leaves, leaf_views, treedef = views(direction)
         mats = [v.to_matrices(x) for v, x in zip(leaf_views, leaves, strict=True)]
         orth = orthogonalize_matrices(mats, group=group_shapes, **msign_kwargs)
@@ -141,7 +187,7 @@ def scale_by_muon(
             (v.from_matrices(o) * shape_scale(v.fan_in, v.fan_out, shape_scaling, update_rms)).astype(g.dtype)
             for v, o, g in zip(leaf_views, orth, grads, strict=True)
         ]
-        return jax.tree_util.tree_unflatten(treedef, new), MuonState(mu=mu)
+        return jax.tree_util.tree_unflatten(treedef, new), MuonState(mu=mu, count=count)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -160,7 +206,10 @@ def muon(
     beta=0.95,
     nesterov: bool = True,
     steps: int | None = None,
-    coeffs="polar_express",
+    coeffs="polar_express_jaxlab",
+    normalize: str = "power",
+    normalize_eps=1e-7,
+    bias_correction: bool = False,
     shape_scaling: str = "keller",
     update_rms=0.2,
     weight_decay=0.0,
@@ -185,7 +234,8 @@ def muon(
 
     Args:
         learning_rate: scalar or schedule for the Muon branch.
-        beta, nesterov, steps, coeffs, shape_scaling, update_rms, mu_dtype,
+        beta, nesterov, steps, coeffs, normalize, normalize_eps,
+            bias_correction, shape_scaling, update_rms, mu_dtype,
             compute_dtype, group_shapes: see :func:`scale_by_muon`.
         weight_decay: decoupled weight decay of the Muon branch.
         weight_decay_mask: optional mask (tree or callable) for ``weight_decay``.
@@ -226,6 +276,9 @@ def muon(
             nesterov=nesterov,
             steps=steps,
             coeffs=coeffs,
+            normalize=normalize,
+            normalize_eps=normalize_eps,
+            bias_correction=bias_correction,
             shape_scaling=shape_scaling,
             update_rms=update_rms,
             dimension_numbers=dimension_numbers,

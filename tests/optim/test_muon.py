@@ -150,6 +150,13 @@ def test_muon_solves_a_least_squares_problem_with_a_schedule():
         (lambda: jo.muon(0.1, steps=0), "steps"),
         (lambda: jo.muon(0.1, shape_scaling="mup"), "shape_scaling"),
         (lambda: jo.scale_by_muon(beta=jnp.ones(2)), "beta"),
+        (
+            lambda: jo.muon(0.1, normalize="spectral"),
+            r"muon: normalize must be one of \('power', 'frobenius'\), got 'spectral'",
+        ),
+        (lambda: jo.muon(0.1, normalize=None), "normalize"),
+        (lambda: jo.muon(0.1, normalize_eps=-1.0), "normalize_eps must be >= 0, got -1.0"),
+        (lambda: jo.scale_by_muon(normalize_eps="tiny"), "normalize_eps"),
     ],
 )
 def test_bad_hyperparameters(make, match):
@@ -171,3 +178,140 @@ def test_bad_leaves_name_their_path():
         jo.muon(0.1, labels=jax.tree.map(lambda _: "sgd", params)).init(params)
     with pytest.raises(ValueError, match="Dense_0/bias"):
         jo.scale_by_muon().init({"Dense_0": {"bias": jnp.ones(3)}})
+
+
+# --- reproducing optax.contrib.muon -------------------------------------------------------------
+
+
+def gpt2_tree(d, vocab, layers=2, dtype=jnp.float32):
+    """GPT-2-shaped parameters: wte (vocab, d); per layer c_attn (d, 3d), attn c_proj (d, d),
+    c_fc (d, 4d), mlp c_proj (4d, d), their biases, and layer-norm scales and biases."""
+    ln = {"scale": (d,), "bias": (d,)}
+    block = {
+        "ln_1": ln,
+        "attn": {"c_attn": {"kernel": (d, 3 * d), "bias": (3 * d,)}, "c_proj": {"kernel": (d, d), "bias": (d,)}},
+        "ln_2": ln,
+        "mlp": {"c_fc": {"kernel": (d, 4 * d), "bias": (4 * d,)}, "c_proj": {"kernel": (4 * d, d), "bias": (d,)}},
+    }
+    shapes = {"wte": {"embedding": (vocab, d)}, **{f"h_{i}": block for i in range(layers)}, "ln_f": ln}
+    leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    return jax.tree.unflatten(
+        treedef, [(0.02 * normal_f32(k, s)).astype(dtype) for k, s in zip(keys, leaves, strict=True)]
+    )
+
+
+def normal_f32(key, shape):
+    """float32 draws whatever the x64 mode, so float32 and float64 runs see the same numbers."""
+    return jax.random.normal(key, shape, jnp.float32)
+
+
+def optax_routing(params):
+    """optax.contrib.muon's default routing: every 2-D leaf (the embedding too) to Muon, the rest to AdamW."""
+    return jax.tree.map(lambda x: "muon" if x.ndim == 2 else "adam", params)
+
+
+def muon_leaf_updates(tx, params, grads):
+    """Per-step updates of the 2-D leaves, as float64 NumPy arrays keyed by path."""
+    update, state, out = jax.jit(tx.update), tx.init(params), []
+    for g in grads:
+        u, state = update(g, state, params)
+        flat = jax.tree_util.tree_flatten_with_path(u)[0]
+        out.append({jax.tree_util.keystr(p): np.asarray(x, np.float64) for p, x in flat if x.ndim == 2})
+    return out
+
+
+def rel_err(a, b):
+    return max(np.linalg.norm(a[k] - b[k]) / np.linalg.norm(b[k]) for k in b)
+
+
+OPTAX_RECIPE = dict(coeffs="keller", normalize="frobenius", normalize_eps=1e-8, bias_correction=True, nesterov=True)
+
+
+@pytest.mark.parametrize(
+    ("d", "vocab"), [(128, 256), pytest.param(768, 1024, marks=pytest.mark.slow)], ids=["gpt2-shaped-128", "gpt2-768"]
+)
+def test_keller_frobenius_recipe_reproduces_optax_contrib_muon(d, vocab):
+    """Same gradients, lr, momentum, no weight decay, 3 steps: the 2-D leaves get optax's updates.
+
+    float64 is the equality check (the algorithms agree to round-off). In float32 both
+    implementations carry ~1e-5 of their own round-off (Keller's polynomial does not
+    converge, so round-off is not damped), so there jaxlab must be as close to the exact
+    (float64) optax update as optax's own float32 update is.
+    """
+    lr, beta, steps = 0.02, 0.95, 3
+
+    def updates(dtype, recipe):
+        params = gpt2_tree(d, vocab, dtype=dtype)
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.key(1), (steps, len(leaves)))
+        grads = [
+            jax.tree.unflatten(
+                treedef, [((1.0 + t) * normal_f32(k, x.shape)).astype(dtype) for x, k in zip(leaves, ks)]
+            )
+            for t, ks in enumerate(keys)
+        ]
+        ours = jo.muon(lr, beta=beta, labels=optax_routing, **recipe)
+        ref = optax.contrib.muon(lr, beta=beta, nesterov=True)  # its defaults: Keller's coefficients, 5 steps
+        return muon_leaf_updates(ours, params, grads), muon_leaf_updates(ref, params, grads)
+
+    with jax.enable_x64(True):
+        ours64, ref64 = updates(jnp.float64, OPTAX_RECIPE)
+    ours32, ref32 = updates(jnp.float32, OPTAX_RECIPE)
+    assert len(ref64[0]) == 1 + 2 * 4  # wte and four kernels per layer
+    for t in range(steps):
+        assert rel_err(ours64[t], ref64[t]) < 1e-10
+        assert rel_err(ours32[t], ref64[t]) < 3 * rel_err(ref32[t], ref64[t]) < 1e-4
+
+
+def test_each_optax_option_is_needed():
+    """Dropping one option of the recipe makes the updates differ from optax's (so the test above can fail)."""
+    params = {"w": 0.1 * normal(30, (16, 40)), "b": jnp.zeros(40)}
+    grads = [{"w": normal(31 + t, (16, 40)), "b": normal(41 + t, (40,))} for t in range(2)]
+    ref = muon_leaf_updates(optax.contrib.muon(0.02, nesterov=True), params, grads)
+    err = lambda **change: [  # noqa: E731
+        rel_err(u, r) for u, r in zip(muon_leaf_updates(jo.muon(0.02, **(OPTAX_RECIPE | change)), params, grads), ref)
+    ]
+    assert max(err()) < 1e-5
+    no_bias_correction = err(bias_correction=False)
+    assert no_bias_correction[0] < 1e-5 < 1e-3 < no_bias_correction[1]  # the first direction is g either way
+    assert min(err(normalize="power")) > 0.1
+
+
+def test_frobenius_normalization_and_bias_correction_oracle():
+    """scale_by_muon with the optax options against the formula, msign replaced by its SVD-free definition."""
+    g1, g2 = {"w": normal(20, (6, 10))}, {"w": normal(21, (6, 10))}
+    beta = 0.9
+    with jax.enable_x64(True):
+        g1, g2 = jax.tree.map(lambda x: x.astype(jnp.float64), (g1, g2))
+        (_, u2), state = run(jo.scale_by_muon(beta=beta, **OPTAX_RECIPE), g1, g2)
+        mu2 = beta * (1 - beta) * g1["w"] + (1 - beta) * g2["w"]
+        direction = beta * mu2 / (1 - beta**3) + (1 - beta) * g2["w"] / (1 - beta**2)
+        y = direction / (jnp.linalg.norm(direction) + 1e-8)
+        for _ in range(5):  # Keller's quintic, X <- aX + (bA + cA^2)X
+            a_mat = y @ y.T
+            y = 3.4445 * y + (-4.7750 * a_mat + 2.0315 * a_mat @ a_mat) @ y
+        np.testing.assert_allclose(u2["w"], np.sqrt(10 / 6) * y, rtol=1e-10, atol=1e-12)
+        assert int(state.count) == 2
+
+
+def test_normalize_under_inject_hyperparams():
+    params = _tree()
+    grads = jax.tree.map(lambda x: 0.3 * x + 0.1, params)
+    kwargs = dict(learning_rate=0.1, coeffs="keller", normalize="frobenius", normalize_eps=1e-8, bias_correction=True)
+    tx = optax.inject_hyperparams(jo.muon)(**kwargs)  # the strings and the bool are static, normalize_eps injected
+    state = tx.init(params)
+    assert "normalize_eps" in state.hyperparams and "normalize" not in state.hyperparams
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(grads, state):
+        return tx.update(grads, state, params)
+
+    u, state1 = step(grads, state)
+    plain = jo.muon(**kwargs)
+    chex.assert_trees_all_close(u, jax.jit(plain.update)(grads, plain.init(params), params)[0], atol=1e-6)
+    state1.hyperparams["normalize_eps"] = jnp.asarray(1e6, jnp.float32)  # dominates |X|_F: a far smaller step
+    u2, _ = step(grads, state1)
+    kernel = lambda u: u["Dense_0"]["kernel"]  # noqa: E731
+    assert float(jnp.linalg.norm(kernel(u2))) < 0.01 * float(jnp.linalg.norm(kernel(u)))
