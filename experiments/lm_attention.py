@@ -47,7 +47,6 @@ from jaxlab.data import VOCAB_SIZE, random_windows, text_split  # noqa: E402
 from jaxlab.nn import (  # noqa: E402
     AttentionConfig,
     DecoderLM,
-    LanguageModel,
     MLAConfig,
     TransformerConfig,
     cache_bytes_per_token,
@@ -56,6 +55,7 @@ from jaxlab.nn import (  # noqa: E402
     init_caches,
     token_losses,
 )
+from jaxlab.tasks import LanguageModel  # noqa: E402
 from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, train  # noqa: E402
 
 VARIANTS = ("mha", "gqa", "mqa", "mla")

@@ -50,7 +50,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from jaxlab.data import VOCAB_SIZE, random_windows, text_split  # noqa: E402
-from jaxlab.nn import AttentionConfig, DecoderLM, LanguageModel, RopeConfig, TransformerConfig, count_params  # noqa: E402
+from jaxlab.nn import AttentionConfig, DecoderLM, RopeConfig, TransformerConfig, count_params  # noqa: E402
+from jaxlab.tasks import LanguageModel  # noqa: E402
 from jaxlab.nn import token_losses  # noqa: E402
 from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, train  # noqa: E402
 

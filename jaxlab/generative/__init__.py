@@ -23,6 +23,7 @@ from jaxlab.generative.tarflow_sampling import (  # noqa: E402
     invert_cached,
     invert_jacobi,
     invert_recompute,
+    supports_cache,
     tarflow_inverse,
 )
 
@@ -33,6 +34,7 @@ __all__ += [
     "invert_jacobi",
     "invert_recompute",
     "patchify",
+    "supports_cache",
     "tarflow_denoise",
     "tarflow_forward",
     "tarflow_inverse",

@@ -39,9 +39,16 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxlab.generative.tarflow_sampling import SAMPLERS, ApplyFn, Sampler, block_forward, order, tarflow_inverse
-from jaxlab.train.rng import named_key
-from jaxlab.train.state import Context
+from jaxlab.generative.tarflow_sampling import (
+    SAMPLERS,
+    ApplyFn,
+    Sampler,
+    block_forward,
+    check_block_params,
+    order,
+    tarflow_inverse,
+)
+from jaxlab.base import Context, named_key
 
 Params = Any
 
@@ -62,7 +69,7 @@ def patchify(x: Array, patch_size: int) -> Array:
 
 
 def unpatchify(seq: Array, data_shape: tuple[int, ...], patch_size: int) -> Array:
-    """The inverse of :func:`patchify`: (b, L, D) -> (b, *data_shape)."""
+    """The inverse of :func:`patchify`: (b, L, D) -> ``(b, *data_shape)``."""
     if len(data_shape) == 1:
         return seq.reshape(seq.shape[0], *data_shape)
     h, w, c = data_shape
@@ -78,13 +85,18 @@ def tarflow_forward(
 
     Args:
       apply_fn: the causal network, ``(params, u (b, L, D), labels) -> (b, L, 2D)``.
-      block_params: parameters of blocks 0..K−1.
+      block_params: a list or tuple of the parameters of blocks 0..K−1.
       x: (b, L, D) patch sequence.
       labels: (b,) int labels or None.
 
     Returns:
       ``(z, log_det)``: z (b, L, D), the summed log-determinant (b,).
+
+    Raises:
+      TypeError: if ``block_params`` is not a list or tuple (e.g. one dict).
+      ValueError: if x is not (b, L, D) or ``block_params`` is empty.
     """
+    check_block_params(block_params)
     if x.ndim != 3:
         raise ValueError(f"x must have shape (batch, length, features), got {x.shape}")
     log_det = jnp.zeros(x.shape[:1], x.dtype)
@@ -133,7 +145,9 @@ class TarFlow:
       label_dropout: probability of training an example with the null label.
       guidance: default classifier-free guidance weight for :meth:`sample`.
       denoise: whether :meth:`sample` applies the score-based denoising step.
-      sampler: default inverse for :meth:`sample` (see ``tarflow_sampling``).
+      sampler: default inverse for :meth:`sample` (see ``tarflow_sampling``):
+        ``"auto"`` uses the KV cache when ``apply_fn`` supports it and the
+        uncached exact inverse otherwise.
       jacobi_tol: tolerance of the Jacobi samplers.
       segments: Gauss–Seidel segments of ``"gs_jacobi"``.
     """
@@ -149,7 +163,7 @@ class TarFlow:
     label_dropout: float = 0.1
     guidance: float = 0.0
     denoise: bool = False
-    sampler: Sampler = "cached"
+    sampler: Sampler = "auto"
     jacobi_tol: float = 1e-5
     segments: int = 4
 
@@ -229,7 +243,7 @@ class TarFlow:
         return nll, {"nll_per_dim": nll, "log_det_per_dim": jnp.mean(log_det) / dims}
 
     def log_prob(self, params: Params, x: Array, labels: Array | None = None) -> Array:
-        """Exact ``log p(x | label)`` in nats (b,) of examples x (b, *data_shape) (null label if None)."""
+        """Exact ``log p(x | label)`` in nats (b,) of examples x ``(b, *data_shape)`` (null label if None)."""
         self._check_x(x)
         if labels is not None:
             labels = self._labels(labels, x.shape[0])
@@ -246,7 +260,7 @@ class TarFlow:
         denoise: bool | None = None,
         sampler: Sampler | None = None,
     ) -> tuple[Array, Array]:
-        """Samples (num, *data_shape) for given labels, and the network passes per block (K,).
+        """Samples ``(num, *data_shape)`` for given labels, and the network passes per block (K,).
 
         ``guidance``, ``denoise`` and ``sampler`` default to the adapter's fields.
         """
@@ -263,7 +277,7 @@ class TarFlow:
         return (self.denoised(params, x, labels) if denoise else x), passes
 
     def denoised(self, params: Params, x: Array, labels: Array | None = None) -> Array:
-        """The score-based denoising step ``x + σ²·∇ₓ log p(x | label)``, σ = ``noise_std``; x (b, *data_shape)."""
+        """The score-based denoising step ``x + σ²·∇ₓ log p(x | label)``, σ = ``noise_std``; x ``(b, *data_shape)``."""
         self._check_x(x)
         if self.noise_std == 0:
             raise ValueError("denoising needs noise_std > 0 (the step is x + noise_std² · score)")

@@ -11,7 +11,11 @@ and its inverse runs position by position, ``u_i = z_i · exp(a_i) + m_i``.
 This module holds the block's conditioner and four ways to invert it:
 
 * ``"cached"``: sequential, one single-token step per position, reading and
-  writing a KV cache — L cheap network steps.
+  writing a KV cache — L cheap network steps. It needs the network's *cache
+  protocol* (that of :class:`~jaxlab.nn.CausalTransformer`:
+  ``apply_fn(params, u, labels, return_cache=True) -> (out, cache)`` and
+  ``apply_fn(params, token, labels, cache=cache, position=i) -> (out, cache)``);
+  a plain ``apply_fn(params, u, labels)`` gets a ``TypeError``.
 * ``"recompute"``: sequential, a full causal pass per position — the uncached
   reference (L full passes).
 * ``"jacobi"``: the fixed-point iteration ``u ← z·exp(a(u)) + m(u)`` on all
@@ -21,7 +25,10 @@ This module holds the block's conditioner and four ways to invert it:
   sequence, Jacobi inside each segment.
 
 Every inverse returns the number of network passes it made (L for the
-sequential ones), so samplers can be compared.
+sequential ones), so samplers can be compared. The default sampler
+``"auto"`` is ``"cached"`` when the network follows the cache protocol and
+``"recompute"`` (exact as well) otherwise, so any causal ``apply_fn`` with the
+plain call works out of the box.
 
 Classifier-free guidance (``guidance = w``) mixes the conditional and the
 null-label raw outputs as ``r_c + w·(r_c − r_∅)`` before the shift is applied.
@@ -42,7 +49,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import jax
@@ -53,8 +60,64 @@ from jaxlab.nn.causal_transformer import empty_cache
 
 ApplyFn = Callable[..., Any]  # apply_fn(params, u (b, L, D), labels) -> (b, L, 2D); see CausalTransformer
 Params = Any
-Sampler = Literal["cached", "recompute", "jacobi", "gs_jacobi"]
-SAMPLERS = ("cached", "recompute", "jacobi", "gs_jacobi")
+Sampler = Literal["auto", "cached", "recompute", "jacobi", "gs_jacobi"]
+SAMPLERS = ("auto", "cached", "recompute", "jacobi", "gs_jacobi")
+
+
+def check_block_params(block_params: Any) -> None:
+    """Raises unless ``block_params`` is a non-empty list or tuple of per-block parameter trees.
+
+    Raises:
+      TypeError: for a dict (e.g. one block's parameters, or the
+        ``{"block_k": ...}`` tree of :class:`~jaxlab.generative.TarFlow`) or
+        any other non-sequence.
+      ValueError: for an empty sequence.
+    """
+    if isinstance(block_params, Mapping) or isinstance(block_params, (str, bytes)) or not isinstance(
+        block_params, Sequence
+    ):
+        hint = ""
+        if isinstance(block_params, Mapping):
+            keys = list(block_params)[:4]
+            hint = (
+                f" (a {type(block_params).__name__} with keys {keys}: pass [params] for a single block, or "
+                "[params[f'block_{k}'] for k in range(num_blocks)] for a TarFlow adapter's parameters)"
+            )
+        raise TypeError(
+            f"block_params must be a list or tuple of parameter trees, one per block; got {type(block_params).__name__}"
+            + hint
+        )
+    if not block_params:
+        raise ValueError("block_params must hold the parameters of at least one block; got an empty sequence")
+
+
+def _cache_protocol_error(apply_fn: ApplyFn, params: Params, z: Array, labels: Array | None) -> TypeError | None:
+    """None if ``apply_fn`` builds a KV cache (the ``return_cache=True`` call), else the TypeError saying why not."""
+    try:
+        jax.eval_shape(lambda p: empty_cache(apply_fn, p, *z.shape, labels), params)
+    except TypeError as error:
+        name = getattr(apply_fn, "__qualname__", type(apply_fn).__name__)
+        message = (
+            f"sampler='cached' needs an apply_fn with the KV-cache protocol of jaxlab.nn.CausalTransformer "
+            "(apply_fn(params, u, labels, return_cache=True) -> (out, cache) and "
+            "apply_fn(params, token, labels, cache=cache, position=i) -> (out, cache)); "
+            f"apply_fn {name} does not ({error}). For a plain apply_fn(params, u, labels) use "
+            "sampler='auto' (the default), 'recompute', 'jacobi' or 'gs_jacobi'."
+        )
+        return TypeError(message)
+    return None
+
+
+def supports_cache(apply_fn: ApplyFn, params: Params, z: Array, labels: Array | None = None) -> bool:
+    """Whether ``apply_fn`` follows the cache protocol needed by ``sampler="cached"`` (checked abstractly).
+
+    Args:
+      apply_fn: the block's network.
+      params: one block's parameters.
+      z: (b, L, D) an array (or ShapeDtypeStruct) of the sequence's shape.
+      labels: (b,) int labels or None.
+    """
+    return _cache_protocol_error(apply_fn, params, z, labels) is None
 
 
 def order(u: Array, flip: bool) -> Array:
@@ -115,7 +178,15 @@ def _step_inverse(z_i: Array, raw_i: Array) -> Array:
 
 
 def invert_cached(apply_fn: ApplyFn, params: Params, z: Array, labels: Array | None, guidance: float | Array = 0.0) -> Array:
-    """Sequential inverse with a KV cache: L single-token network steps. z (b, L, D) -> u (b, L, D)."""
+    """Sequential inverse with a KV cache: L single-token network steps. z (b, L, D) -> u (b, L, D).
+
+    Raises:
+      TypeError: if ``apply_fn`` does not follow the cache protocol (see the
+        module docstring); use :func:`invert_recompute` for a plain network.
+    """
+    error = _cache_protocol_error(apply_fn, params, z, labels)
+    if error is not None:
+        raise error
     batch, length, features = z.shape
     guide = uses_guidance(labels, guidance)
     caches = {"c": empty_cache(apply_fn, params, batch, length, features, labels)}
@@ -220,7 +291,7 @@ def tarflow_inverse(
     z: Array,
     labels: Array | None = None,
     *,
-    sampler: Sampler = "cached",
+    sampler: Sampler = "auto",
     guidance: float | Array = 0.0,
     tol: float = 1e-5,
     max_iters: int | None = None,
@@ -229,11 +300,14 @@ def tarflow_inverse(
     """Noise-to-data map of a stack of blocks (block k reads the sequence reversed when k is odd).
 
     Args:
-      apply_fn: the causal network shared by all blocks' parameters.
-      block_params: parameters of blocks 0..K−1 (data side first).
+      apply_fn: the causal network shared by all blocks' parameters,
+        ``apply_fn(params, u (b, L, D), labels) -> (b, L, 2D)``.
+      block_params: a list or tuple of the parameters of blocks 0..K−1 (data side first).
       z: (b, L, D) noise sequence.
       labels: (b,) int labels or None.
-      sampler: ``"cached"``, ``"recompute"``, ``"jacobi"`` or ``"gs_jacobi"``.
+      sampler: ``"auto"`` (``"cached"`` if ``apply_fn`` follows the cache
+        protocol, else ``"recompute"``), ``"cached"`` (needs the protocol),
+        ``"recompute"``, ``"jacobi"`` or ``"gs_jacobi"``.
       guidance: classifier-free guidance weight w (0 = none; may be a traced scalar).
       tol, max_iters: Jacobi stopping rule (see :func:`invert_jacobi`).
       segments: Gauss–Seidel segments for ``"gs_jacobi"``.
@@ -241,11 +315,19 @@ def tarflow_inverse(
     Returns:
       ``(x, passes)``: x (b, L, D) and the network passes per block (K,)
       int32, in block order (L for the sequential samplers).
+
+    Raises:
+      TypeError: if ``block_params`` is not a list or tuple, or
+        ``sampler="cached"`` is asked of a network without the cache protocol.
+      ValueError: on an unknown sampler or a z not of rank 3.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    check_block_params(block_params)
     if z.ndim != 3:
         raise ValueError(f"z must have shape (batch, length, features), got {z.shape}")
+    if sampler == "auto":
+        sampler = "cached" if supports_cache(apply_fn, block_params[0], z, labels) else "recompute"
     x, passes = z, []
     for k in reversed(range(len(block_params))):
         zk = order(x, flip=k % 2 == 1)

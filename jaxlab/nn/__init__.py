@@ -16,7 +16,9 @@ from jaxlab.nn.kv_cache import (  # noqa: E402
     cache_bytes,
     cache_bytes_per_token,
     cache_size_per_token,
+    check_room,
     init_cache,
+    with_cache_checks,
 )
 from jaxlab.nn.mla import DEEPSEEK_V2, MLAConfig, MultiHeadLatentAttention  # noqa: E402
 from jaxlab.nn.rerope import rectified_relative_positions, rerope_logits  # noqa: E402
@@ -51,7 +53,6 @@ from jaxlab.nn.streaming import (  # noqa: E402
 )
 from jaxlab.nn.transformer import (  # noqa: E402
     DecoderLM,
-    LanguageModel,
     TransformerConfig,
     attention_layer,
     count_params,
@@ -65,7 +66,6 @@ __all__ += [
     "AttentionConfig",
     "DecoderLM",
     "KVCache",
-    "LanguageModel",
     "LatentCache",
     "LinearAttentionState",
     "MLAConfig",
@@ -79,6 +79,7 @@ __all__ += [
     "cache_bytes",
     "cache_bytes_per_token",
     "cache_size_per_token",
+    "check_room",
     "count_params",
     "dynamic_ntk_factor",
     "elu_feature_map",
@@ -103,6 +104,7 @@ __all__ += [
     "scaled_frequencies",
     "streaming_attention",
     "token_losses",
+    "with_cache_checks",
     "yarn_frequencies",
     "yarn_qk_scale",
 ]

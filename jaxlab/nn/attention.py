@@ -15,6 +15,9 @@ Calling convention (every attention layer in :mod:`jaxlab.nn`)::
     y, cache = layer.apply(params, prompt, cache)    # prefill
     y, cache = layer.apply(params, token, cache)     # one decode step, (b, 1, D)
 
+    cache = init_cache(config, batch, max_len, per_sequence=True)   # ragged batch
+    y, cache = layer.apply(params, prompts, cache, mask=real)        # real (b, t): True = token, right-padded
+
 With a cache the layer attends over the slots written before (every slot is
 read, the unwritten ones masked, so a decode step has static shapes) and
 over the chunk itself, then writes the chunk's rotated keys and values at
@@ -40,6 +43,7 @@ from jax import Array
 from jaxlab.nn.attention_core import (
     cache_mask,
     check_cache,
+    check_padding_mask,
     check_sequence_input,
     chunk_mask,
     expand_mask,
@@ -110,28 +114,44 @@ class MultiHeadAttention(nn.Module):
       config: the layer's :class:`AttentionConfig`.
       param_dtype: dtype of the projection weights.
 
-    Call ``(x, cache=None, *, positions=None) -> (y, cache)``:
-      x: (b, t, D) inputs.
-      cache: a :class:`KVCache` from ``init_cache(config, b, max_len)``, or
-        None for a full-sequence forward (then the returned cache is None).
-      positions: (t,) or (b, t) RoPE positions without a cache (default
-        ``arange(t)``); the causal mask compares them too.
-      Returns y (b, t, D).
+    Call ``(x, cache=None, *, positions=None, mask=None) -> (y, cache)``:
+
+    * ``x``: (b, t, D) inputs.
+    * ``cache``: a :class:`KVCache` from ``init_cache(config, b, max_len)``, or
+      None for a full-sequence forward (then the returned cache is None).
+    * ``positions``: (t,) or (b, t) RoPE positions without a cache (default
+      ``arange(t)``); the causal mask compares them too.
+    * ``mask``: (b, t) bool padding mask, True for real tokens, which come first
+      in each row; padded keys are ignored and, with a per-sequence cache
+      (``init_cache(..., per_sequence=True)``), each sequence's index
+      advances by its number of real tokens. Outputs at padded positions
+      are meaningless.
+
+    Returns y (b, t, D).
+
+    Raises:
+      ValueError: on bad shapes, or when the chunk does not fit in the cache
+        (eager; under ``jit`` see :func:`~jaxlab.nn.kv_cache.with_cache_checks`).
     """
 
     config: AttentionConfig
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, cache: KVCache | None = None, *, positions: Array | None = None):
+    def __call__(
+        self, x: Array, cache: KVCache | None = None, *, positions: Array | None = None, mask: Array | None = None
+    ):
         check_sequence_input(x)
         cfg = self.config
         b, t, features = x.shape
         h, kv, d = cfg.num_heads, cfg.kv_heads, cfg.head_dim
         if cache is not None:
-            check_cache(cache[:2], ((b, kv, d, cache.max_len), (b, kv, cache.max_len, d)), x, cache.max_len)
+            expected = ((b, kv, d, cache.max_len), (b, kv, cache.max_len, d))
+            check_cache(cache[:2], expected, x, cache.max_len, cache.index)
             if cfg.rope.rectified:
                 raise ValueError("ReRoPE needs the unrotated keys and is supported without a cache only.")
+        if mask is not None:
+            mask = check_padding_mask(mask, x, None if cache is None else cache.index)
         # 2-D kernels (D, heads·d): the same maps as per-head tensors, and much cheaper to compile at init
         dense = lambda width, name: nn.Dense(width, use_bias=False, param_dtype=self.param_dtype, name=name)  # noqa: E731
         q = dense(h * d, "query")(x).reshape(b, t, h, d)
@@ -150,7 +170,7 @@ class MultiHeadAttention(nn.Module):
             own = rerope_logits(q, k, q_pos, q_pos, frequencies, window=cfg.rope.window, slope=cfg.rope.slope)
         else:
             own = grouped_logits(q, k)  # (b, kv, g, t, t)
-        parts, masks, values = [own], [chunk_mask(q_pos, cfg.causal)], [v]
+        parts, masks, values = [own], [chunk_mask(q_pos, cfg.causal, mask)], [v]
         if cache is not None:  # the slots written before: read here, written only below
             parts.insert(0, jnp.einsum("bkgtd,bkds->bkgts", q, cache.k, preferred_element_type=jnp.float32))
             masks.insert(0, cache_mask(cache.index, cache.max_len))
@@ -160,4 +180,5 @@ class MultiHeadAttention(nn.Module):
         out = sum(jnp.einsum("bkgts,bksd->bkgtd", p.astype(val.dtype), val) for p, val in zip(probs, values))
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * d)  # heads concatenated
         y = dense(features, "out")(out)
-        return y, None if cache is None else cache.append(k, v)
+        counts = None if mask is None else jnp.sum(mask, axis=1, dtype=jnp.int32)
+        return y, None if cache is None else cache.append(k, v, counts)

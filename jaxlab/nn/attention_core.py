@@ -1,5 +1,10 @@
 """Pieces shared by the attention layers: input checks, positions, masks, a split softmax, logit scaling.
 
+Padding: a ``mask`` (b, t) marks the real tokens of a right-padded batch
+(True, real tokens first in each row). Padded keys are masked out; every
+query still keeps its own key, so a padded row has a finite (ignored) output
+instead of a softmax over nothing.
+
 With a cache, a layer attends over two key blocks — the cache slots written
 before this call and the chunk's own keys — and writes the chunk into the
 cache only afterwards. The softmax runs jointly over both blocks without
@@ -15,9 +20,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
+from jax.experimental import checkify
 
+from jaxlab.nn.kv_cache import check_room
 from jaxlab.nn.rope_scaling import RopeConfig, qk_scale, query_logit_scale
 
 
@@ -29,38 +38,86 @@ def check_sequence_input(x: Any, name: str = "x") -> None:
         raise ValueError(f"`{name}` must be floating; got dtype {x.dtype}.")
 
 
-def check_cache(arrays: Sequence[Array], expected: Sequence[tuple[int, ...]], x: Array, max_len: int) -> None:
-    """Raises ValueError unless each cache array has its expected shape and ``x`` fits in the cache."""
+def check_cache(
+    arrays: Sequence[Array], expected: Sequence[tuple[int, ...]], x: Array, max_len: int, index: Array | None = None
+) -> None:
+    """Raises ValueError unless each cache array has its expected shape and ``x`` fits in the cache.
+
+    With ``index`` (the cache's () or (b,) index), also checks that the
+    ``x.shape[1]`` new tokens fit after it (:func:`~jaxlab.nn.kv_cache.check_room`).
+    """
     for array, shape in zip(arrays, expected):
         if tuple(array.shape) != tuple(shape):
             raise ValueError(f"`cache` arrays must have shape {shape} for x of shape {x.shape}; got {array.shape}.")
     if x.shape[1] > max_len:
         raise ValueError(f"`x` has {x.shape[1]} tokens, more than the cache's max_len = {max_len}.")
+    if index is not None:
+        if jnp.shape(index) not in ((), (x.shape[0],)):
+            raise ValueError(f"`cache.index` must have shape () or ({x.shape[0]},); got {jnp.shape(index)}.")
+        check_room(index, x.shape[1], max_len)
+
+
+def check_padding_mask(mask: Any, x: Array, cache_index: Array | None) -> Array:
+    """Validates a padding mask (b, t) for ``x`` (b, t, ·); returns it as a bool array.
+
+    Raises:
+      ValueError: if the shape is not (b, t), the dtype not bool, the cache
+        has one shared index (a mask needs ``init_cache(..., per_sequence=True)``),
+        or (concrete mask) a real token follows a padding one. Under ``jit``
+        the last condition is a ``checkify.debug_check``.
+    """
+    b, t = x.shape[:2]
+    if not hasattr(mask, "shape") or tuple(mask.shape) != (b, t) or mask.dtype != jnp.bool_:
+        raise ValueError(
+            f"`mask` must be a bool array of shape ({b}, {t}) (True = real token); "
+            f"got {getattr(mask, 'dtype', type(mask).__name__)} {getattr(mask, 'shape', '')}."
+        )
+    if cache_index is not None and jnp.ndim(cache_index) == 0:
+        raise ValueError(
+            "a padding `mask` with a cache needs one index per sequence: init_cache(..., per_sequence=True)."
+        )
+    mask = jnp.asarray(mask)
+    if isinstance(mask, jax.core.Tracer):
+        checkify.debug_check(jnp.all(mask[:, 1:] <= mask[:, :-1]), "`mask`: real tokens must come first in each row")
+    elif not np.all(np.asarray(mask)[:, 1:] <= np.asarray(mask)[:, :-1]):
+        raise ValueError("`mask` must be right-padded: in each row the real tokens (True) come first.")
+    return mask
 
 
 def query_positions(t: int, cache_index: Array | None, positions: Array | None) -> Array:
-    """(t,) or (b, t) positions of the chunk: ``positions`` (default ``arange(t)``), or ``index + arange(t)`` with a cache."""
+    """(t,) or (b, t) positions of the chunk: ``positions`` (default ``arange(t)``), or ``index + arange(t)`` with a cache.
+
+    A per-sequence cache index (b,) gives (b, t) positions.
+    """
     if cache_index is not None:
         if positions is not None:
             raise ValueError("`positions` must be None with a cache (they are cache.index + arange(t)).")
-        return cache_index + jnp.arange(t)
+        return jnp.asarray(cache_index)[..., None] + jnp.arange(t)
     return jnp.arange(t) if positions is None else jnp.asarray(positions)
 
 
-def chunk_mask(q_positions: Array, causal: bool) -> Array | None:
-    """Mask of the chunk's own keys: (t, t) or (b, t, t) ``key position <= query position``, or None."""
-    if not causal:
-        return None
-    return q_positions[..., None, :] <= q_positions[..., :, None]
+def chunk_mask(q_positions: Array, causal: bool, padding: Array | None = None) -> Array | None:
+    """Mask of the chunk's own keys: (t, t) or (b, t, t), or None for no masking.
+
+    Causal: ``key position <= query position``. With a padding mask (b, t),
+    also drops the padded keys, except each query's own.
+    """
+    mask = q_positions[..., None, :] <= q_positions[..., :, None] if causal else None
+    if padding is None:
+        return mask
+    t = padding.shape[1]
+    keep = padding[:, None, :] | jnp.eye(t, dtype=bool)  # (b, t, t)
+    return keep if mask is None else mask & keep
 
 
 def cache_mask(cache_index: Array, max_len: int) -> Array:
-    """Mask (1, max_len) of the cache slots written before this call."""
-    return (jnp.arange(max_len) < cache_index)[None, :]
+    """Mask of the cache slots written before this call: (1, max_len), or (b, 1, max_len) for a (b,) index."""
+    written = jnp.arange(max_len) < jnp.asarray(cache_index)[..., None]  # (max_len,) or (b, max_len)
+    return written[..., None, :]
 
 
 def expand_mask(mask: Array | None, ndim: int) -> Array | None:
-    """(t, s) or (b, t, s) -> broadcastable to logits (b, *heads, t, s) of rank ``ndim``."""
+    """(t, s) or (b, t, s) -> broadcastable to logits ``(b, *heads, t, s)`` of rank ``ndim``."""
     if mask is None:
         return None
     batch = mask.shape[0] if mask.ndim == 3 else 1
@@ -88,7 +145,7 @@ def softmax_parts(parts: Sequence[Array], masks: Sequence[Array | None]) -> list
 
 
 def logit_scale(rope: RopeConfig, q_positions: Array, dim: int, ndim: int) -> Array:
-    """``qk_scale²/√dim`` times the per-query log-n multiplier, broadcastable to logits (b, *heads, t, s).
+    """``qk_scale²/√dim`` times the per-query log-n multiplier, broadcastable to logits ``(b, *heads, t, s)``.
 
     ``qk_scale`` is YaRN's multiplier of q and of k (1 for other RoPE settings).
     """

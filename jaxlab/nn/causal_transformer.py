@@ -16,7 +16,13 @@ One ``__call__`` serves three uses (all pure; the cache is an explicit value):
   step: ``token`` (b, 1, d_in) is placed at position ``i``; its keys and
   values are written into the cache (b, max_len, heads, head_dim) and it
   attends to positions ``0..i``. Returns ``(out (b, 1, d_out), new_cache)``,
-  equal to position ``i`` of the full pass on the same prefix.
+  equal to position ``i`` of the full pass on the same prefix. A position
+  past the cache (or ``max_len``) raises a ``ValueError`` when concrete and is
+  a ``checkify`` check under ``jit`` (:func:`jaxlab.nn.kv_cache.with_cache_checks`).
+
+Any other network can serve as a TARFLOW conditioner through the plain call
+alone; the two cached calls are what the ``"cached"`` TARFLOW sampler needs
+(the *cache protocol*).
 
 Class conditioning: with ``num_classes > 0`` a learned embedding of the label
 (b,) is added to every position; label ``num_classes`` is the "null" class
@@ -34,6 +40,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import Array
+
+from jaxlab.nn.kv_cache import check_room
 
 KVCache = tuple[tuple[Array, Array], ...]  # per layer: (k, v), each (b, max_len, heads, head_dim)
 
@@ -132,6 +140,8 @@ class CausalTransformer(nn.Module):
             raise ValueError(
                 f"decoding takes one token (batch, 1, features) and a position, got x {x.shape}, position {position}"
             )
+        if decoding:
+            check_room(position, 1, min(self.max_len, cache[0][0].shape[1]))
         if not decoding and x.shape[1] > self.max_len:
             raise ValueError(f"x has length {x.shape[1]}, more than max_len={self.max_len}")
         positions_table = self.param("positions", nn.initializers.normal(0.02), (self.max_len, self.width))
@@ -169,7 +179,17 @@ def empty_cache(apply_fn, params, batch_size: int, max_len: int, features: int, 
 
     Returns:
       A tuple per layer of zero ``(k, v)`` arrays (b, max_len, heads, head_dim).
+
+    Raises:
+      TypeError: if ``apply_fn`` does not accept ``return_cache=True`` or does
+        not return a pair ``(out, cache)`` with it (it does not follow the
+        cache protocol of :class:`CausalTransformer`).
     """
     probe = jax.ShapeDtypeStruct((batch_size, max_len, features), jnp.float32)
-    _, layout = jax.eval_shape(lambda p, x, y: apply_fn(p, x, y, return_cache=True), params, probe, labels)
-    return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), layout)
+    result = jax.eval_shape(lambda p, x, y: apply_fn(p, x, y, return_cache=True), params, probe, labels)
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], jax.ShapeDtypeStruct)):
+        raise TypeError(
+            "apply_fn(params, x, labels, return_cache=True) must return (out, cache) (the cache protocol of "
+            f"CausalTransformer); got {jax.tree.structure(result)}."
+        )
+    return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), result[1])

@@ -40,6 +40,7 @@ from jax import Array
 from jaxlab.nn.attention_core import (
     cache_mask,
     check_cache,
+    check_padding_mask,
     check_sequence_input,
     chunk_mask,
     expand_mask,
@@ -157,7 +158,8 @@ class MultiHeadLatentAttention(nn.Module):
         absorbed evaluation; parameters do not depend on it).
       param_dtype: dtype of the weights.
 
-    Call ``(x, cache=None, *, positions=None) -> (y, cache)`` with x (b, t, D).
+    Call ``(x, cache=None, *, positions=None, mask=None) -> (y, cache)`` with x (b, t, D)
+    and an optional (b, t) padding ``mask`` (see :class:`~jaxlab.nn.MultiHeadAttention`).
     """
 
     config: MLAConfig
@@ -175,13 +177,17 @@ class MultiHeadLatentAttention(nn.Module):
         return (c_q @ w_uq).reshape(b, t, cfg.num_heads, cfg.qk_head_dim)  # (b, t, h, n + r)
 
     @nn.compact
-    def __call__(self, x: Array, cache: LatentCache | None = None, *, positions: Array | None = None):
+    def __call__(
+        self, x: Array, cache: LatentCache | None = None, *, positions: Array | None = None, mask: Array | None = None
+    ):
         check_sequence_input(x)
         cfg = self.config
         b, t, features = x.shape
         h, c, r = cfg.num_heads, cfg.kv_lora_rank, cfg.qk_rope_dim
         if cache is not None:
-            check_cache(cache[:2], ((b, cache.max_len, c), (b, cache.max_len, r)), x, cache.max_len)
+            check_cache(cache[:2], ((b, cache.max_len, c), (b, cache.max_len, r)), x, cache.max_len, cache.index)
+        if mask is not None:
+            mask = check_padding_mask(mask, x, None if cache is None else cache.index)
         q = self._queries(x)
         q_nope, q_rope = q[..., : cfg.qk_nope_dim], q[..., cfg.qk_nope_dim :]
         # weights are stored as 2-D matrices (per-head blocks side by side) and viewed per head below
@@ -198,7 +204,7 @@ class MultiHeadLatentAttention(nn.Module):
         k_rope = rotate(kv[..., c:], q_pos, cfg.rope, length=length)  # (b, t, r)
         query = q_nope if cfg.mode == "naive" else jnp.einsum("bthn,chn->bthc", q_nope, w_uk)  # W_UK absorbed
 
-        blocks = [(c_kv, k_rope, chunk_mask(q_pos, cfg.causal))]
+        blocks = [(c_kv, k_rope, chunk_mask(q_pos, cfg.causal, mask))]
         if cache is not None:  # the slots written before: read here, written only below
             blocks.insert(0, (cache.c_kv, cache.k_rope, cache_mask(cache.index, cache.max_len)))
         parts = [latent_scores(query, q_rope, latents, keys, w_uk, cfg.mode) for latents, keys, _ in blocks]
@@ -208,4 +214,5 @@ class MultiHeadLatentAttention(nn.Module):
         if cfg.mode == "absorbed":
             out = jnp.einsum("bthc,chv->bthv", out, w_uv)  # W_UV on the output side
         y = out.reshape(b, t, -1) @ w_o
-        return y, None if cache is None else cache.append(c_kv, k_rope)
+        counts = None if mask is None else jnp.sum(mask, axis=1, dtype=jnp.int32)
+        return y, None if cache is None else cache.append(c_kv, k_rope, counts)

@@ -7,8 +7,7 @@ the type of ``config.attention``: :class:`AttentionConfig` (MHA/GQA/MQA) or
 :class:`MLAConfig`. Like the layers, the model decodes with explicit caches:
 ``logits, caches = model.apply(params, tokens, caches)``.
 
-Also here: the next-token loss, a method adapter for :func:`jaxlab.train.train`
-and greedy generation (prefill then a ``lax.scan`` of one-token steps).
+Also here: the next-token loss and greedy generation (prefill then a ``lax.scan`` of one-token steps).
 
 References:
   Radford et al. 2019, "Language Models are Unsupervised Multitask Learners"
@@ -139,30 +138,6 @@ def token_losses(apply_fn: Callable, params: Any, windows: Array) -> Array:
     windows = windows.astype(jnp.int32)
     logits, _ = apply_fn(params, windows[:, :-1])
     return optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, 1:])
-
-
-@dataclasses.dataclass(frozen=True)
-class LanguageModel:
-    """Method adapter for :func:`jaxlab.train.train`: next-token prediction on ``{"tokens": (b, t + 1)}``.
-
-    Attributes:
-      config: the model's :class:`TransformerConfig`.
-    """
-
-    config: TransformerConfig
-
-    @property
-    def network(self) -> DecoderLM:
-        return DecoderLM(self.config)
-
-    def init(self, key: Array, batch: dict[str, Array]) -> Any:
-        tokens = jnp.asarray(batch["tokens"])[:, :-1].astype(jnp.int32)
-        return self.network.init(key, tokens)
-
-    def loss(self, params: Any, batch: dict[str, Array], *, key: Array, ctx: Any = None) -> tuple[Array, dict]:
-        del key, ctx  # deterministic
-        loss = jnp.mean(token_losses(self.network.apply, params, batch["tokens"]))
-        return loss, {"bits_per_byte": loss / jnp.log(2.0)}
 
 
 def greedy_generate(apply_fn: Callable, params: Any, prompt: Array, caches: tuple, *, steps: int) -> tuple[Array, tuple]:

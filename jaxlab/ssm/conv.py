@@ -5,6 +5,11 @@ a length-``L`` kernel is a product of their Fourier transforms once both are
 zero-padded to at least ``2L - 1`` samples (no wrap-around), costing
 ``O(L log L)`` per channel instead of ``O(L²)``.
 
+Precision: the transforms run in float32 (or float64 for float64 inputs)
+whatever the input dtype — XLA's FFT takes no bfloat16, and a length-``n``
+transform in bf16 would lose most of its digits — and the result is cast
+back to the input's dtype.
+
 References:
     Gu, Goel, Ré. "Efficiently Modeling Long Sequences with Structured State
     Spaces." ICLR 2022 (Section 2.4, Eq. 5; Section 3.3).
@@ -45,7 +50,8 @@ def causal_conv(u: ArrayLike, k: ArrayLike) -> Array:
             used).
 
     Returns:
-        ``(..., L, H)`` output with the dtype of ``u``.
+        ``(..., L, H)`` output with the dtype of ``u`` (computed in float32,
+        or float64 if ``u`` or ``k`` is float64).
 
     Raises:
         ValueError: if ``u`` has fewer than two axes, or ``k`` is not
@@ -61,7 +67,8 @@ def causal_conv(u: ArrayLike, k: ArrayLike) -> Array:
     if k.ndim != 2 or k.shape[0] != H or k.shape[1] < L:
         raise ValueError(f"k: expected shape (H, L_k) = ({H}, >= {L}), received {k.shape}")
     n = fft_length(L)
-    uf = jnp.fft.rfft(jnp.swapaxes(u, -1, -2), n=n)  # (..., H, n//2+1)
-    kf = jnp.fft.rfft(k[:, :L], n=n)  # (H, n//2+1)
+    compute = jnp.promote_types(jnp.promote_types(u.dtype, k.dtype), jnp.float32)  # bf16/f16 -> f32
+    uf = jnp.fft.rfft(jnp.swapaxes(u, -1, -2).astype(compute), n=n)  # (..., H, n//2+1)
+    kf = jnp.fft.rfft(k[:, :L].astype(compute), n=n)  # (H, n//2+1)
     y = jnp.fft.irfft(uf * kf, n=n)[..., :L]  # (..., H, L)
     return jnp.swapaxes(y, -1, -2).astype(u.dtype)

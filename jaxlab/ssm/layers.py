@@ -16,6 +16,10 @@ numbers as trailing real pairs). The names ``log_step``, ``lambda_log_neg_re``,
 ``lambda_im``, ``B`` and ``P`` are what :func:`jaxlab.ssm.ssm_param_labels`
 recognizes.
 
+Precision: parameters are float32; the input (and output) may be bfloat16.
+The kernel, the FFT convolution, the recurrences and the skip term run in
+float32 and the result is cast back to the input's dtype.
+
 References:
     Gu, Goel, Ré. "Efficiently Modeling Long Sequences with Structured State
     Spaces." ICLR 2022 (Sections 3-4).
@@ -154,15 +158,18 @@ class SSM(nn.Module):
         return Ab, Bb, params.c
 
     def __call__(self, u: Array, *, mode: str = "conv") -> Array:
-        """Apply the SSM to ``u`` ``(..., L, H)``; returns ``(..., L, H)``.
+        """Apply the SSM to ``u`` ``(..., L, H)``; returns ``(..., L, H)`` in ``u``'s dtype (computed in float32).
 
         Raises:
             ValueError: on a bad ``mode``, a last axis other than ``features``,
-                or (S4) a sequence longer than ``l_max``.
+                a non-floating ``u``, or (S4) a sequence longer than ``l_max``.
         """
         check_choice("mode", mode, MODES)
         if u.ndim < 2 or u.shape[-1] != self.features:
             raise ValueError(f"u: expected shape (..., L, H) with H = {self.features}, received {u.shape}")
+        if not jnp.issubdtype(u.dtype, jnp.floating):
+            raise ValueError(f"u: expected a floating array, received dtype {u.dtype}")
+        out_dtype, u = u.dtype, u.astype(jnp.promote_types(u.dtype, jnp.float32))
         L = u.shape[-2]
         if self.kind == "s4" and L > self.l_max:
             raise ValueError(f"u: expected length L <= l_max = {self.l_max}, received L = {L}")
@@ -176,7 +183,7 @@ class SSM(nn.Module):
                 y, _ = dense_scan(Ab, Bb, C, u)
             else:
                 y, _ = (diag_scan if mode == "scan" else diag_associative_scan)(Ab, Bb, C, u)
-        return y + self.D * u
+        return (y + self.D * u).astype(out_dtype)
 
     def step(self, u_t: Array, state: Array) -> tuple[Array, Array]:
         """One decoding step: ``u_t`` ``(..., H)`` and the carried ``state`` → ``(y_t, state)``.
@@ -188,9 +195,10 @@ class SSM(nn.Module):
         """
         if u_t.shape[-1:] != (self.features,):
             raise ValueError(f"u_t: expected shape (..., H) with H = {self.features}, received {u_t.shape}")
+        out_dtype, u_t = u_t.dtype, u_t.astype(jnp.promote_types(u_t.dtype, jnp.float32))
         Ab, Bb, C = self._recurrence()
         y, state = (dense_step if self.kind == "s4" else diag_step)(Ab, Bb, C, state, u_t)
-        return y + self.D * u_t, state
+        return (y + self.D * u_t).astype(out_dtype), state
 
     def initial_state(self, batch_shape: tuple[int, ...] = ()) -> Array:
         """Zero state ``(*batch_shape, H, N/2)`` (S4D) or ``(*batch_shape, H, N)`` (S4), complex64."""

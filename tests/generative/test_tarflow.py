@@ -1,13 +1,15 @@
-"""TARFLOW: invertibility, exact log-determinants, causality, the four inverses, denoising, guidance."""
+"""TARFLOW: invertibility, exact log-determinants, causality, the inverses, denoising, guidance, plain networks."""
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+import jaxlab.generative.tarflow_sampling as tarflow_sampling
 from jaxlab.generative import (
     TarFlow,
     block_forward,
@@ -15,6 +17,7 @@ from jaxlab.generative import (
     invert_jacobi,
     invert_recompute,
     patchify,
+    supports_cache,
     tarflow_denoise,
     tarflow_forward,
     tarflow_inverse,
@@ -67,14 +70,14 @@ def test_the_flow_is_not_trivial():
     assert float(jnp.max(jnp.abs(z - x))) > 0.1 and float(jnp.max(jnp.abs(log_det))) > 0.1
 
 
-@pytest.mark.parametrize("sampler", ["cached", "recompute", "jacobi", "gs_jacobi"])
+@pytest.mark.parametrize("sampler", ["auto", "cached", "recompute", "jacobi", "gs_jacobi"])
 def test_inverse_of_forward_is_the_identity(sampler):
     (x, z, _), params = encoded(), blocks()
     run = jax.jit(lambda z: tarflow_inverse(NET.apply, params, z, LABELS, sampler=sampler, tol=0.0, segments=2))
     recovered, passes = run(z)
     np.testing.assert_allclose(recovered, x, atol=1e-4)
     assert passes.shape == (2,)
-    bound = LENGTH if sampler in ("cached", "recompute") else LENGTH + 2  # Jacobi: exact after L passes (+1 per segment to see it)
+    bound = LENGTH if sampler in ("auto", "cached", "recompute") else LENGTH + 2  # Jacobi: exact after L passes (+1 per segment to see it)
     assert (np.asarray(passes) <= bound).all()
 
 
@@ -222,3 +225,60 @@ def test_bad_inputs_name_the_argument():
         adapter(patch_size=3)
     with pytest.raises(ValueError, match="segments must divide the sequence length 4, got 3"):
         invert_jacobi(NET.apply, blocks()[0], sequence(), LABELS, segments=3)
+
+
+def plain_net(params, u, labels):
+    """A hand-written causal conditioner with only the plain call: output i sees u_{≤i} through a running mean."""
+    del labels
+    running_mean = jnp.cumsum(u, axis=1) / jnp.arange(1, u.shape[1] + 1)[:, None]
+    return jnp.tanh(running_mean @ params["w"] + params["b"])  # (b, L, 2D)
+
+
+def plain_init(key, u, labels=None):
+    del labels
+    w_key, b_key = jax.random.split(key)
+    features = u.shape[-1]
+    return {"w": jax.random.normal(w_key, (features, 2 * features)), "b": 0.5 * jax.random.normal(b_key, (2 * features,))}
+
+
+def test_a_plain_apply_fn_inverts_with_the_default_sampler_and_cached_says_why_not():
+    x = sequence(6)
+    params = [plain_init(jax.random.key(k), x) for k in range(2)]
+    z, _ = tarflow_forward(plain_net, params, x)
+    assert float(jnp.max(jnp.abs(z - x))) > 0.1  # a non-trivial flow
+    recovered, passes = jax.jit(lambda z: tarflow_inverse(plain_net, params, z))(z)  # the default call
+    np.testing.assert_allclose(recovered, x, atol=1e-4)
+    np.testing.assert_array_equal(passes, [LENGTH, LENGTH])  # sequential and exact
+    assert not supports_cache(plain_net, params[0], z) and supports_cache(NET.apply, blocks()[0], z, LABELS)
+    with pytest.raises(TypeError, match=r"sampler='cached' needs an apply_fn with the KV-cache protocol"):
+        tarflow_inverse(plain_net, params, z, sampler="cached")
+    with pytest.raises(TypeError, match="KV-cache protocol"):
+        invert_cached(plain_net, params[0], z, None)
+
+
+def test_the_adapter_samples_with_a_plain_apply_fn_by_default():
+    method = TarFlow(plain_net, plain_init, data_shape=(4,), patch_size=2, num_blocks=2)
+    params = method.init(jax.random.key(0), {"x": jnp.zeros((3, 4))})
+    samples = jax.jit(lambda p: method.sample(p, key=jax.random.key(1), num=3))(params)
+    chex.assert_shape(samples, (3, 4))
+    assert np.isfinite(np.asarray(method.log_prob(params, samples))).all()
+
+
+def test_the_default_sampler_uses_the_cache_when_the_network_has_one(monkeypatch):
+    calls = []
+    original = tarflow_sampling.invert_cached
+    monkeypatch.setattr(tarflow_sampling, "invert_cached", lambda *args: calls.append(1) or original(*args))
+    jax.eval_shape(lambda z: tarflow_inverse(NET.apply, blocks(), z, LABELS), sequence())
+    assert len(calls) == 2  # one cached inverse per block
+
+
+def test_block_params_must_be_a_sequence_of_blocks():
+    params, z = blocks()[0], sequence()
+    with pytest.raises(TypeError, match=r"block_params must be a list or tuple .* got dict .*pass \[params\]"):
+        tarflow_inverse(NET.apply, params, z, LABELS)
+    with pytest.raises(TypeError, match="block_params must be a list or tuple"):
+        tarflow_forward(NET.apply, params, z, LABELS)
+    with pytest.raises(TypeError, match="block_params must be a list or tuple"):
+        tarflow_log_prob(plain_net, {"block_0": plain_init(jax.random.key(0), z)}, z)
+    with pytest.raises(ValueError, match="at least one block"):
+        tarflow_inverse(NET.apply, [], z, LABELS)

@@ -21,6 +21,7 @@ from jaxlab.ssm import (
     s4d_kernel,
 )
 from jaxlab.ssm.s4d import S4D_INITS
+from jaxlab.testing import rounding_tolerance
 
 B, L, H, N = 2, 24, 4, 8
 KEY = jax.random.key(0)
@@ -94,6 +95,26 @@ def test_layer_modes_agree(kind, s4d_layer):
         y, state = step(variables, u[:, t], state)
         ys.append(y)
     np.testing.assert_allclose(jnp.stack(ys, 1), y_conv, **close)
+
+
+@pytest.mark.parametrize("mode", ["conv", "scan"])
+def test_bfloat16_input_computes_in_float32_and_returns_bfloat16(mode, s4d_layer):
+    """bf16 in, bf16 out; against the float32 result only the input and output roundings differ."""
+    layer, variables, u = s4d_layer
+    variables = _widen_steps(variables, layer.features)
+    apply = jax.jit(layer.apply, static_argnames="mode")
+    expected = np.asarray(apply(variables, u, mode=mode), np.float64)
+    y = apply(variables, u.astype(jnp.bfloat16), mode=mode)
+    assert y.dtype == jnp.bfloat16
+    # each output sums L kernel taps and the skip term, each over a bf16-rounded input
+    bound = rounding_tolerance(jnp.bfloat16, L + 1) * np.max(np.abs(expected))
+    assert np.max(np.abs(np.asarray(y, np.float64) - expected)) <= bound
+    if mode == "scan":  # the decoding step keeps the dtype too
+        step = jax.jit(lambda v, u_t, s: layer.apply(v, u_t, s, method=SSM.step))
+        y_0, state = step(variables, u[:, 0].astype(jnp.bfloat16), layer.initial_state((B,)))
+        assert y_0.dtype == jnp.bfloat16 and state.dtype == jnp.complex64
+        error = np.max(np.abs(np.asarray(y_0, np.float64) - expected[:, 0]))
+        assert error <= rounding_tolerance(jnp.bfloat16, 2) * np.max(np.abs(expected[:, 0]))  # B̄·u_0 and D·u_0
 
 
 def test_parameterization(s4d_layer):
