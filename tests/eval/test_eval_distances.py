@@ -3,17 +3,16 @@
 import math
 
 import chex
-import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
 from hypothesis import given
-from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
 from jaxlab.eval import energy_distance, mmd_rbf, sliced_wasserstein
+from jaxlab.testing.strategies import arrays
 
 KEY = jax.random.key(0)
 
@@ -157,7 +156,7 @@ def test_jit_matches_eager(name):
 
 
 # One shape for both sets (6 points in 3-D), so each distance compiles once here.
-SAMPLE_SET = hnp.arrays(np.float32, (6, 3), elements=st.floats(-5, 5, width=32))
+SAMPLE_SET = arrays((6, 3), np.float32, min_value=-5, max_value=5, backend="numpy")
 
 
 @pytest.mark.parametrize("name", sorted(DISTANCES))

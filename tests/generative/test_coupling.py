@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaxlab import testing
 from jaxlab.generative.coupling import minibatch_ot_pairing, optimal_assignment
 
 
@@ -41,8 +42,8 @@ def test_pairing_minimizes_the_total_squared_distance_over_flattened_features():
 
 
 def test_pairing_compiles_once_per_shape():
-    chex.clear_trace_counter()
-    pairing = jax.jit(chex.assert_max_traces(n=1)(minibatch_ot_pairing))
+    testing.clear_trace_counter()
+    pairing = testing.jit_with_max_traces(minibatch_ot_pairing, n=1)
     for seed in range(3):
         x0, x1 = jax.random.normal(jax.random.key(seed), (2, 8, 2))
         chex.assert_shape(pairing(x0, x1), (8,))

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlab import testing
 from jaxlab.generative import schedules as S
 from jaxlab.generative.diffusion import (
     Diffusion,
@@ -46,25 +47,20 @@ def gaussian_data(seed, num):
     return jnp.asarray(np.random.default_rng(seed).multivariate_normal(np.asarray(MU), (cov + cov.T) / 2, size=num), jnp.float32)
 
 
-def gaussian_oracle(schedule, prediction, mu=MU, rotation=ROTATION, eigenvalues=EIGENVALUES):
-    """``apply_fn(params, x, t)`` returning the exact posterior-mean prediction of kind ``prediction``.
-
-    In the eigenbasis of Σ = R·diag(λ)·Rᵀ the inverse (α²Σ + σ²I)⁻¹ is diagonal.
-    """
+def gaussian_oracle(schedule, prediction, cov=COV):
+    """``apply_fn(params, x, t)`` returning the exact posterior-mean prediction of kind ``prediction``."""
 
     def apply_fn(params, x, t, *unused):
         del params, unused
         c = S.coefficients(schedule, t, x.ndim)
-        residual = ((x - c.alpha * mu) @ rotation / (c.alpha**2 * eigenvalues + c.sigma**2)) @ rotation.T
-        x0 = mu + c.alpha * (residual @ rotation * eigenvalues) @ rotation.T
-        return S.from_x0_eps(prediction, x0, c.sigma * residual, c)
+        x0, eps = testing.gaussian_posterior(x, c.alpha, c.sigma, mean=MU, cov=cov)
+        return S.from_x0_eps(prediction, x0, eps, c)
 
     return apply_fn
 
 
-def gaussian_log_density(x, mu=MU, cov=COV):  # noqa: B008
-    diff = x - mu
-    return -0.5 * jnp.sum(diff @ jnp.linalg.inv(cov) * diff, -1) - 0.5 * jnp.linalg.slogdet(2 * math.pi * cov)[1]
+def gaussian_log_density(x):
+    return testing.gaussian_log_density(x, mean=MU, cov=COV)
 
 
 def affine_moments(sampler):
@@ -165,7 +161,7 @@ def test_hutchinson_estimator_is_unbiased_and_exact_for_diagonal_jacobians():
 
 def test_hutchinson_likelihood_matches_the_exact_one_on_a_diagonal_gaussian():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(8, 3)), jnp.float32)
-    oracle = gaussian_oracle(S.cosine, "eps", rotation=jnp.eye(3))
+    oracle = gaussian_oracle(S.cosine, "eps", cov=EIGENVALUES)  # diagonal
     run = jax.jit(
         lambda trace: ode_log_likelihood(oracle, None, x, schedule=S.cosine, steps=24, trace=trace, key=rbg_key(8)),
         static_argnums=0,

@@ -7,15 +7,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jaxlab import testing
 from jaxlab.generative import flow_matching_loss, interpolate, sample_ode
 
 ATOM = jnp.array([0.7, -1.3])
+MEAN, COV = jnp.array([1.0, -0.5]), jnp.array([[0.8, 0.3], [0.3, 0.4]])
 
 
 def point_mass_velocity(params, x, t):
     """The exact flow-matching velocity when the data is the single point ATOM: v = (x − a)/t."""
     del params
-    return (x - ATOM) / t[:, None]
+    return testing.point_mass_velocity(x, t, point=ATOM)
 
 
 def test_interpolation_endpoints_follow_the_convention():
@@ -42,6 +44,14 @@ def test_euler_on_the_exact_field_recovers_the_data_point_in_any_number_of_steps
     x1 = jax.random.normal(jax.random.key(1), (8, 2))
     x0 = sample_ode(point_mass_velocity, None, x1, steps=steps, solver="euler")
     np.testing.assert_allclose(x0, jnp.broadcast_to(ATOM, x0.shape), atol=1e-4)
+
+
+def test_heun_on_the_gaussian_marginal_velocity_reaches_the_transport_map():
+    """The exact field of Gaussian data bends the paths; a fine second-order solve lands on μ + Σ^{1/2}z."""
+    z = jax.random.normal(jax.random.key(2), (8, 2))
+    field = lambda p, x, t: testing.gaussian_flow_velocity(x, t, mean=MEAN, cov=COV)  # noqa: E731
+    x0 = jax.jit(lambda z: sample_ode(field, None, z, steps=32, solver="heun"))(z)
+    np.testing.assert_allclose(x0, testing.gaussian_transport_map(z, mean=MEAN, cov=COV), atol=1e-3)
 
 
 @given(steps=st.integers(1, 40), rate=st.floats(0.1, 2.0))

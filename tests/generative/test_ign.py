@@ -1,12 +1,12 @@
 """IGN: the three losses and their gradients for a linear f in closed form, the weighted objective, jit, sampling."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from jaxlab import testing
 from jaxlab.generative.ign import IGN, apply_repeatedly, ign_loss, ign_loss_terms
 from jaxlab.nn import TimeMLP
 from jaxlab.train import TrainConfig, train
@@ -80,8 +80,7 @@ def test_weighted_loss_uses_gaussian_noise_from_the_key_and_compiles_once():
     by_hand = ign_loss_terms(linear, params, x, z)
     np.testing.assert_allclose(loss, by_hand["rec"] + 2 * by_hand["idem"] + 3 * by_hand["tight"], rtol=1e-6)
 
-    @jax.jit
-    @chex.assert_max_traces(n=1)
+    @testing.jit_with_max_traces(n=1)
     def step(p, k):
         return ign_loss(linear, p, x, key=k)[0]
 

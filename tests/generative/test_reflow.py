@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlab import testing
 from jaxlab.generative.reflow import ReFlow, generate_couplings, paired_flow_matching_loss, straightness
 from jaxlab.train import Context
 
@@ -28,20 +29,13 @@ STD = jnp.array([0.5, 2.0])
 def rectified_velocity(params, x, t):
     """E[x1 − x0 | x_t = x] for independent x0 ~ N(μ, s²), x1 ~ N(0, 1), per coordinate."""
     del params
-    t = t[:, None]
-    alpha, sigma = 1.0 - t, t
-    residual = (x - alpha * MU) / (alpha**2 * STD**2 + sigma**2)
-    x0 = MU + alpha * STD**2 * residual
-    eps = sigma * residual
-    return eps - x0
+    return testing.gaussian_flow_velocity(x, t, mean=MU, cov=STD**2)
 
 
 def straight_velocity(params, x, t):
     """The reflowed field of the coupling x0 = μ + s·x1: v = x1 − x0 with x1 solved from x_t."""
     del params
-    t = t[:, None]
-    x1 = (x - (1.0 - t) * MU) / ((1.0 - t) * STD + t)
-    return x1 - (MU + STD * x1)
+    return testing.gaussian_reflow_velocity(x, t, mean=MU, cov=STD**2)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +46,7 @@ def couplings():
 
 def test_the_flow_coupling_is_the_gaussian_transport_map(couplings):
     x0, x1 = couplings
-    np.testing.assert_allclose(x0, MU + STD * x1, atol=2e-3)
+    np.testing.assert_allclose(x0, testing.gaussian_transport_map(x1, mean=MU, cov=STD**2), atol=2e-3)
 
 
 def test_straight_field_has_zero_loss_and_the_curved_one_does_not(couplings):

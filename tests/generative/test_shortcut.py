@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jaxlab import testing
 from jaxlab.generative.shortcut import (
     Shortcut,
     bootstrap_step_sizes,
@@ -25,7 +26,7 @@ MU = jnp.array([1.2, -0.4])  # point-mass data: the flow from N(0, I) to MU is s
 def point_mass_velocity(params, x, t, d, labels=None):
     """E[x1 − x0 | x_t] for x0 = MU, the same for every step size d (straight paths)."""
     del params, d, labels
-    return (x - MU) / t[:, None]
+    return testing.point_mass_velocity(x, t, point=MU)
 
 
 _targets = jax.jit(lambda x, t, d: shortcut_targets(point_mass_velocity, None, x, t, d))
@@ -145,10 +146,9 @@ def test_adapter_loss_is_finite_and_compiles_once(num_classes, coupling):
     if num_classes:
         batch["labels"] = jnp.arange(16) % num_classes
     params = method.init(jax.random.key(4), batch)
-    chex.clear_trace_counter()
+    testing.clear_trace_counter()
 
-    @jax.jit
-    @chex.assert_max_traces(n=1)
+    @testing.jit_with_max_traces(n=1)
     def loss(params, batch, key, step):
         return method.loss(params, batch, key=key, ctx=Context(step=step, ema_params=params))
 

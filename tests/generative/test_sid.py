@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxlab import testing
 from jaxlab.generative.sid import SiD, generate, sid_fake_score_loss, sid_generator_loss_terms, velocity_to_x0
 from jaxlab.nn import TimeMLP
 from jaxlab.train import TrainConfig, train
@@ -17,11 +18,7 @@ from jaxlab.train.state import Context
 
 def gaussian_velocity(params, x_t, t):
     """Exact velocity of the straight path from data N(mu, s² I) to noise N(0, I)."""
-    mu, s2 = params["mu"], params["s"] ** 2
-    tb = t[:, None]
-    var = (1 - tb) ** 2 * s2 + tb**2
-    x0_hat = mu + (1 - tb) * s2 / var * (x_t - (1 - tb) * mu)
-    return (x_t - x0_hat) / tb
+    return testing.gaussian_flow_velocity(x_t, t, mean=params["mu"], cov=params["s"] ** 2)
 
 
 def denoiser_coefficients(mu, s, t):
@@ -137,8 +134,7 @@ def test_fake_score_loss_is_flow_matching_and_does_not_reach_the_generator():
 def test_loss_jit_compiles_once():
     teacher, fake, x_g, noise, t = gaussian_case(seed=3)
 
-    @jax.jit
-    @chex.assert_max_traces(n=1)
+    @testing.jit_with_max_traces(n=1)
     def loss_of(x, n, tt):
         return sid_generator_loss_terms(gaussian_velocity, teacher, fake, x, n, tt)[0]
 

@@ -22,6 +22,7 @@ from jaxlab.nn import (
     scaled_frequencies,
 )
 from jaxlab.nn.rope_scaling import SCALINGS, qk_scale
+from jaxlab.testing import assert_causal, attention_from_logits
 
 B, T, FEATURES, HEADS, DIM = 2, 9, 16, 4, 8
 X = jax.random.normal(jax.random.key(0), (B, T, FEATURES))
@@ -40,16 +41,13 @@ def dense_oracle(params, x, config, frequencies, *, relative=None, query_scale=1
     per_head = lambda w: w.reshape(w.shape[0], -1, d)  # (D, heads·d) -> (D, heads, d)  # noqa: E731
     q = np.einsum("btf,fhd->bthd", x, per_head(p["query"]["kernel"]))
     k = np.repeat(np.einsum("btf,fhd->bthd", x, per_head(p["key"]["kernel"])), group, axis=2)  # repeated kv heads
-    v = np.repeat(np.einsum("btf,fhd->bthd", x, per_head(p["value"]["kernel"])), group, axis=2)
+    v = np.einsum("btf,fhd->bthd", x, per_head(p["value"]["kernel"]))  # (b, t, kv, d)
     t = x.shape[1]
     r = np.arange(t)[:, None] - np.arange(t)[None, :] if relative is None else relative  # (t, s)
     phase = np.exp(1j * r[..., None] * np.asarray(frequencies, np.float64))  # (t, s, d/2)
     logits = np.einsum("bmhi,bnhi,mni->bhmn", complex_pairs(q), np.conj(complex_pairs(k)), phase).real
     logits = logits * qk_scale(config.rope) ** 2 / np.sqrt(config.head_dim) * np.reshape(query_scale, (-1, 1))
-    logits = np.where(np.tril(np.ones((t, t), bool)), logits, -np.inf)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    out = np.einsum("bhmn,bnhd->bmhd", probs, v)
+    out = attention_from_logits(logits, v, causal=True)  # (b, t, h, d)
     return out.reshape(out.shape[:2] + (-1,)) @ p["out"]["kernel"]
 
 
@@ -84,6 +82,17 @@ def test_gqa_with_as_many_kv_heads_as_heads_is_mha_and_gqa_is_mha_with_repeated_
         kernel = gqa_params["params"][name]["kernel"].reshape(FEATURES, 2, DIM)
         repeated["params"][name]["kernel"] = jnp.repeat(kernel, 2, axis=1).reshape(FEATURES, HEADS * DIM)
     np.testing.assert_allclose(mha.apply(repeated, X)[0], gqa.apply(gqa_params, X)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_the_layer_is_causal_exactly_when_configured(causal):
+    layer, params = make(AttentionConfig(HEADS, DIM, 2, causal=causal))
+    forward = lambda x: layer.apply(params, x)[0]  # noqa: E731
+    if causal:
+        assert_causal(forward, X, positions=4)
+    else:
+        with pytest.raises(AssertionError, match="not causal"):
+            assert_causal(forward, X, positions=[0])
 
 
 def test_shifting_all_positions_leaves_rope_attention_unchanged():
@@ -206,6 +215,15 @@ def test_language_model_cached_decoding_matches_full_forward():
 
     full, decoded = full_and_decoded(params, tokens)
     np.testing.assert_allclose(decoded, full, atol=1e-4)
+
+
+def test_language_model_logits_are_causal_in_the_tokens():
+    config = TransformerConfig(attention=AttentionConfig(4, 8, 2), d_model=16, num_layers=2, d_ff=24)
+    model = DecoderLM(config)
+    tokens = np.random.default_rng(3).integers(0, 256, (2, 6))
+    params = random_params(model, tokens)
+    new_tokens = lambda rng, later: (later + rng.integers(1, 256, later.shape)) % 256  # noqa: E731  every token changes
+    assert_causal(lambda tokens: model.apply(params, tokens)[0], tokens, perturb=new_tokens, positions=3, atol=1e-5)
 
 
 def test_greedy_generation_matches_the_full_forward_argmax():

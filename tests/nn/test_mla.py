@@ -23,6 +23,7 @@ from jaxlab.nn import (
     scaled_frequencies,
 )
 from jaxlab.nn.rope_scaling import qk_scale
+from jaxlab.testing import assert_causal, mla_attention
 
 B, T, FEATURES = 2, 7, 16
 X = jax.random.normal(jax.random.key(0), (B, T, FEATURES))
@@ -36,41 +37,19 @@ def random_params(module, *args, scale=0.3, seed=0):
     return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * scale, s.dtype), shapes)
 
 
-def rms_norm(x, scale, eps):
-    return x / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + eps) * scale
-
-
-def complex_rope(x, positions, frequencies):
-    half = x.shape[-1] // 2
-    z = (x[..., :half] + 1j * x[..., half:]) * np.exp(1j * positions[..., None] * np.asarray(frequencies, np.float64))
-    return np.concatenate([z.real, z.imag], axis=-1)
-
-
 def mla_oracle(params, x, config):
-    """DeepSeek-V2 eqs. (9)–(19) written out with explicit per-head keys [k_C; k_R]."""
-    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
-    x = np.asarray(x, np.float64)
-    b, t, h, c, n = *x.shape[:2], config.num_heads, config.kv_lora_rank, config.qk_nope_dim
-    per_head = lambda w: w.reshape(w.shape[0], h, -1)  # 2-D weights hold the heads side by side  # noqa: E731
-    if config.q_lora_rank is None:
-        q = np.einsum("btf,fhe->bthe", x, per_head(p["w_q"]))
-    else:
-        c_q = rms_norm(x @ p["w_dq"], p["q_norm"]["scale"], config.norm_eps)
-        q = np.einsum("btc,che->bthe", c_q, per_head(p["w_uq"]))
-    freq = scaled_frequencies(config.rope, config.qk_rope_dim, length=t)
-    pos = np.arange(t, dtype=np.float64)
-    kv = x @ p["w_dkv"]
-    c_kv = rms_norm(kv[..., :c], p["kv_norm"]["scale"], config.norm_eps)
-    k_rope = complex_rope(kv[..., c:], pos, freq)  # (b, t, r)
-    queries = np.concatenate([q[..., :n], complex_rope(q[..., n:], pos[:, None], freq)], axis=-1)
-    k_nope = np.einsum("bsc,chn->bshn", c_kv, per_head(p["w_uk"]))
-    keys = np.concatenate([k_nope, np.broadcast_to(k_rope[:, :, None], k_nope.shape[:3] + k_rope.shape[-1:])], -1)
-    values = np.einsum("bsc,chv->bshv", c_kv, per_head(p["w_uv"]))
-    logits = np.einsum("bthe,bshe->bhts", queries, keys) * qk_scale(config.rope) ** 2 / np.sqrt(config.qk_head_dim)
-    logits = np.where(np.tril(np.ones((t, t), bool)), logits, -np.inf)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    return np.einsum("bhts,bshv->bthv", probs, values).reshape(b, t, -1) @ p["w_o"]
+    """DeepSeek-V2 eqs. (9)–(19) written out with explicit per-head keys [k_C; k_R], in float64."""
+    return mla_attention(
+        params,
+        x,
+        num_heads=config.num_heads,
+        kv_lora_rank=config.kv_lora_rank,
+        qk_nope_dim=config.qk_nope_dim,
+        frequencies=scaled_frequencies(config.rope, config.qk_rope_dim, length=x.shape[1]),
+        scale=qk_scale(config.rope) ** 2 / np.sqrt(config.qk_head_dim),
+        causal=config.causal,
+        norm_eps=config.norm_eps,
+    )
 
 
 @pytest.mark.parametrize(("q_lora_rank", "mode"), [(None, "naive"), (10, "absorbed")])
@@ -114,6 +93,16 @@ def test_absorbed_equals_naive_equals_full_forward_at_every_decode_step():
     np.testing.assert_allclose(absorbed_cache.c_kv, naive_cache.c_kv, atol=1e-6)
     empty = init_cache(config, B, max_len)
     assert jax.tree.map(jnp.shape, absorbed_cache) == jax.tree.map(jnp.shape, empty)  # the arrays counted below
+
+
+@pytest.mark.parametrize("mode", ["naive", "absorbed"])
+def test_the_layer_is_causal_and_its_non_causal_variant_matches_the_oracle(mode):
+    layer = MultiHeadLatentAttention(dataclasses.replace(SMALL, mode=mode))
+    params = random_params(layer, X)
+    assert_causal(lambda x: layer.apply(params, x)[0], X, positions=3)
+    bidirectional = dataclasses.replace(SMALL, mode=mode, causal=False)
+    y = MultiHeadLatentAttention(bidirectional).apply(params, X)[0]
+    np.testing.assert_allclose(y, mla_oracle(params, X, bidirectional), atol=2e-5)
 
 
 def test_deepseek_v2_cache_is_576_values_per_token_against_32768_for_mha():

@@ -4,26 +4,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
 
 from jaxlab.nn import linear_attention_parallel, linear_attention_recurrent, streaming_attention
+from jaxlab.testing import assert_causal, dot_product_attention
+from jaxlab.testing.strategies import arrays
 
 RNG = np.random.default_rng(0)
 
 
 def normal(*shape):
     return jnp.asarray(RNG.normal(size=shape), jnp.float32)
-
-
-def dense_attention(q, k, v, causal):
-    """Naive softmax attention in NumPy float64; queries aligned with the last keys."""
-    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-    t, s, group = q.shape[1], k.shape[1], q.shape[2] // k.shape[2]
-    k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
-    logits = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(q.shape[-1])
-    if causal:
-        logits = np.where(np.arange(s)[None, :] <= (s - t + np.arange(t))[:, None], logits, -np.inf)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    return np.einsum("bhts,bshd->bthd", probs / probs.sum(-1, keepdims=True), v)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +30,35 @@ def test_streaming_equals_dense(t, s, heads, kv, block, causal, scale):
     q, k, v = normal(2, t, heads, 8) * scale, normal(2, s, kv, 8) * scale, normal(2, s, kv, 6)
     got = streaming_attention(q, k, v, block_size=block, causal=causal)
     assert got.shape == (2, t, heads, 6) and np.all(np.isfinite(got))
-    np.testing.assert_allclose(got, dense_attention(q, k, v, causal), atol=2e-5 * scale**2)
+    np.testing.assert_allclose(got, dot_product_attention(q, k, v, causal=causal), atol=2e-5 * scale**2)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_streaming_self_attention_is_causal_exactly_when_asked(causal):
+    """Later tokens perturbed inside the same key block and in later blocks: no leak into earlier outputs."""
+    x = normal(1, 11, 2, 4)
+    attention = lambda x: streaming_attention(x, x, x, block_size=4, causal=causal)  # noqa: E731
+    if causal:
+        assert_causal(attention, x, rtol=0, atol=0)
+    else:
+        with pytest.raises(AssertionError, match="not causal"):
+            assert_causal(attention, x)
+
+
+_STREAMING = jax.jit(lambda q, k, v: streaming_attention(q, k, v, block_size=3))
+_QUERIES = arrays((1, 4, 2, 4), min_value=-4, max_value=4)  # one shape each: one compilation
+_KEYS = arrays((1, 7, 1, 4), min_value=-4, max_value=4)
+
+
+@given(q=_QUERIES, k=_KEYS, v=_KEYS)
+def test_streaming_equals_dense_on_drawn_values(q, k, v):
+    np.testing.assert_allclose(_STREAMING(q, k, v), dot_product_attention(q, k, v, causal=True), atol=1e-5)
+
+
+def test_linear_attention_is_causal():
+    x = normal(1, 8, 2, 4)
+    assert_causal(lambda x: linear_attention_parallel(x, x, x), x)
+    assert_causal(lambda x: linear_attention_recurrent(x, x, x)[0], x)
 
 
 def _temp_bytes(fn, *shapes):
