@@ -91,7 +91,7 @@ def _check_x(x: Array) -> Array:
 
 
 def periodic_log_prob(params: FourierParams, u: Array) -> Array:
-    """log p(u) for u in [−1, 1) (any shape), computed from |A(u)|² (no cancellation)."""
+    """log p(u) for u in [−1, 1) (any shape), computed from ``|A(u)|²`` (no cancellation)."""
     u = _check_x(u)
     a = _amplitudes(params)
     frequencies = jnp.arange(a.shape[0])
@@ -143,7 +143,7 @@ def fourier_bin_probabilities(params: FourierParams, edges: Array, *, periodic: 
 
 
 def smoothness_penalty(params: FourierParams) -> Array:
-    """∫_{−1}^{1} p'(u)² du = π² Σ_{n≥1} n² |c_n|² / c_0² of the periodic density."""
+    """``∫_{−1}^{1} p'(u)² du = π² Σ_{n≥1} n² |c_n|² / c_0²`` of the periodic density."""
     c = fourier_coefficients(_amplitudes(params))
     n = jnp.arange(1, c.shape[0])
     return jnp.pi**2 * jnp.sum(n**2 * jnp.abs(c[1:]) ** 2) / jnp.real(c[0]) ** 2

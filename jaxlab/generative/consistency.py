@@ -41,10 +41,9 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from jaxlab.train.state import Context, TrainState
+from jaxlab.base import ApplyFn, Context, Params
 
-ApplyFn = Callable[..., Array]  # apply_fn(params, x, t) -> same shape as x
-Params = Any
+
 Metric = Literal["l2", "pseudo_huber"]
 
 SIGMA_DATA = 0.5
@@ -66,7 +65,7 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
 
 
 def _per_example(v: Array, x: Array) -> Array:
-    """(b,) -> (b, 1, ..., 1) to multiply a batch of shape (b, *features)."""
+    """(b,) -> (b, 1, ..., 1) to multiply a batch of shape ``(b, *features)``."""
     return v.reshape(v.shape + (1,) * (x.ndim - 1))
 
 
@@ -118,13 +117,13 @@ def consistency_function(
     Args:
       apply_fn: ``apply_fn(params, x, t) -> F`` with ``F.shape == x.shape``.
       params: network parameters.
-      x: (b, *features) noisy points ``x0 + σ·z``.
+      x: ``(b, *features)`` noisy points ``x0 + σ·z``.
       sigma: (b,) noise levels in [ε, σ_max].
       sigma_data: σ_d of the scalings.
       eps: ε of the scalings (``f(x, ε) = x`` exactly).
 
     Returns:
-      (b, *features) data estimates.
+      ``(b, *features)`` data estimates.
     """
     c_skip, c_out, c_in = (_per_example(c, x) for c in scalings(sigma, sigma_data=sigma_data, eps=eps))
     out = apply_fn(params, c_in * x, sigma_to_time(sigma))
@@ -222,7 +221,7 @@ def consistency_training_loss(
       apply_fn: the network ``F_θ``.
       params: online parameters θ (differentiated).
       target_params: target parameters θ⁻ (never differentiated).
-      x0: (b, *features) data batch.
+      x0: ``(b, *features)`` data batch.
       key: typed PRNG key.
       step: training step k (traced).
       total_steps: K of the schedules.
@@ -291,12 +290,12 @@ def sample_consistency(
 
     Args:
       apply_fn, params: the consistency network.
-      noise: (b, *features) standard normal start.
+      noise: ``(b, *features)`` standard normal start.
       key: typed PRNG key for the re-noising.
       steps: number of network evaluations (static).
 
     Returns:
-      (b, *features) samples.
+      ``(b, *features)`` samples.
     """
     _check_data("noise", noise)
     _check_positive_int("steps", steps)
@@ -424,14 +423,16 @@ class ConsistencyTraining(_ConsistencyAdapter):
             total_steps=self.total_steps, improved=False, s0=self.s0, s1=self.s1, **self._grid(),
         )  # fmt: skip
 
-    def train_step(self, state: TrainState, batch: dict[str, Array], *, key: Array, ctx: Context) -> tuple[TrainState, dict]:
+    def train_step(
+        self, params: Params, opt_state: Any, batch: dict[str, Array], *, key: Array, ctx: Context
+    ) -> tuple[Params, Any, dict]:
         def loss_fn(online):
-            return self.loss({"online": online, "target": state.params["target"]}, batch, key=key, ctx=ctx)
+            return self.loss({"online": online, "target": params["target"]}, batch, key=key, ctx=ctx)
 
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params["online"])
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params["online"])
-        online = optax.apply_updates(state.params["online"], updates)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["online"])
+        updates, opt_state = self.optimizer.update(grads, opt_state, params["online"])
+        online = optax.apply_updates(params["online"], updates)
         mu = ct_target_decay(aux["num_scales"], s0=self.s0, mu0=self.mu0)
-        target = jax.tree.map(lambda t, p: mu * t + (1.0 - mu) * p, state.params["target"], online)
+        target = jax.tree.map(lambda t, p: mu * t + (1.0 - mu) * p, params["target"], online)
         metrics = {"loss": loss, **aux, "target_decay": mu, "grad_norm": optax.tree.norm(grads)}
-        return state.replace(params={"online": online, "target": target}, opt_state=opt_state), metrics
+        return {"online": online, "target": target}, opt_state, metrics

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.base import Context
 from jaxlab.generative.consistency import (
     EPS,
     RHO,
@@ -56,7 +57,6 @@ from jaxlab.generative.consistency import (
     karras_sigma,
     sigma_to_time,
 )
-from jaxlab.train.state import Context
 
 TeacherParametrization = Literal["velocity", "denoiser"]
 Target = Literal["online", "ema"]
@@ -68,11 +68,11 @@ def velocity_denoiser(teacher_apply_fn: ApplyFn, teacher_params: Params, x: Arra
     Args:
       teacher_apply_fn: ``v = teacher_apply_fn(params, x_t, t)`` (jaxlab's flow convention).
       teacher_params: its parameters.
-      x: (b, *features) points ``x̃ = x0 + σ·z``.
+      x: ``(b, *features)`` points ``x̃ = x0 + σ·z``.
       sigma: (b,) noise levels.
 
     Returns:
-      (b, *features) data estimates ``x_t − t·v(x_t, t)``.
+      ``(b, *features)`` data estimates ``x_t − t·v(x_t, t)``.
     """
     t = sigma_to_time(sigma)  # (b,)
     x_t = x / _per_example(1.0 + sigma, x)
@@ -113,7 +113,7 @@ def consistency_distillation_loss(
       target_params: target parameters θ⁻ (never differentiated).
       teacher_apply_fn: the teacher network (velocity ``v(x_t, t)`` or denoiser ``D(x̃, σ)``).
       teacher_params: its parameters (never differentiated).
-      x0: (b, *features) data batch.
+      x0: ``(b, *features)`` data batch.
       key: typed PRNG key.
       num_scales: N of the fixed Karras σ grid (the paper uses 18 on CIFAR-10).
       teacher_parametrization: ``"velocity"`` or ``"denoiser"``.

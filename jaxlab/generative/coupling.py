@@ -35,7 +35,7 @@ import numpy as np
 from jax import Array
 from scipy.optimize import linear_sum_assignment
 
-from jaxlab.eval.pairwise import pairwise_sq_distances
+from jaxlab.linalg.distances import pairwise_sq_distances
 
 
 def _host_assignment(cost: np.ndarray) -> np.ndarray:
@@ -70,14 +70,14 @@ def minibatch_ot_pairing(x0: Array, x1: Array) -> Array:
     """The permutation of ``x0`` that pairs it with ``x1`` at least total squared distance.
 
     Args:
-      x0: (b, *features) data.
-      x1: (b, *features) noise.
+      x0: ``(b, *features)`` data.
+      x1: ``(b, *features)`` noise.
 
     Returns:
       (b,) int32 permutation ``perm``; ``x0[perm][i]`` is the data point paired with ``x1[i]``.
 
     Raises:
-      ValueError: if the shapes differ or are not (b, *features).
+      ValueError: if the shapes differ or are not ``(b, *features)``.
     """
     if x0.ndim < 2 or x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must have one shape (b, *features), got {x0.shape} and {x1.shape}")

@@ -44,19 +44,17 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.base import ApplyFn, Params, named_key
 from jaxlab.generative.samplers import _posterior_share, denoise
 from jaxlab.generative.schedules import Prediction, Schedule, check_prediction
-from jaxlab.train.rng import named_key
 
-ApplyFn = Callable[..., Array]
-Params = Any
 DEFAULT_COEFFICIENTS = (-1.0, -0.5, 0.5, 1.0)
 
 __all__ = [
@@ -78,7 +76,7 @@ class DDCMCode(NamedTuple):
       indices: (b, n − 1, M) int32 code index of each atom at each noisy step.
       coefficient_indices: (b, n − 1, M) int32 index into the coefficient set
         (atom 0 always has coefficient 1 and index 0; it costs no bits).
-      reconstruction: (b, *features) the image the indices decode to.
+      reconstruction: ``(b, *features)`` the image the indices decode to.
     """
 
     indices: Array
@@ -217,7 +215,7 @@ def ddcm_encode(
     Args:
       apply_fn: ``apply_fn(params, x, t) -> output`` (close over labels).
       params: network parameters.
-      x0: (b, *features) targets.
+      x0: ``(b, *features)`` targets.
       key: typed PRNG key that defines the codebooks and the start (shared with the decoder).
       schedule: ``t -> (α, σ, logSNR)``.
       times: (n + 1,) decreasing time grid (n sampler steps, n − 1 of them noisy).
@@ -266,14 +264,14 @@ def ddcm_decode(
     """Reproduces the images of :func:`ddcm_encode` from their indices (same key, grid, K and model).
 
     Args:
-      apply_fn, params, key, schedule, times, num_codes, prediction, clip_x0,
-        coefficients: as given to :func:`ddcm_encode`.
+      apply_fn, params, key, schedule, times, num_codes, prediction, clip_x0, coefficients: as given
+        to :func:`ddcm_encode`.
       indices: (b, n − 1, M) int code indices.
       data_shape: shape of one example.
       coefficient_indices: (b, n − 1, M) coefficient indices; required when M > 1.
 
     Returns:
-      (b, *data_shape) decoded images.
+      ``(b, *data_shape)`` decoded images.
 
     References:
       Ohayon et al. 2025, "DDCM", arXiv:2502.01189.

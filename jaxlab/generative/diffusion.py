@@ -31,21 +31,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.base import ApplyFn, Context, Params, named_key
 from jaxlab.generative import schedules as schedules_lib
 from jaxlab.generative.likelihood import bits_per_dim, ode_log_likelihood
 from jaxlab.generative.samplers import sample_ddim, sample_ddpm, sample_pf_ode, uniform_times
 from jaxlab.generative.schedules import Prediction, Schedule, check_prediction, coefficients, eps_error_scale, from_x0_eps
-from jaxlab.train.rng import named_key
-from jaxlab.train.state import Context
 
-ApplyFn = Callable[..., Array]
-Params = Any
 WEIGHTINGS = ("none", "eps", "x0", "v", "min_snr", "sigmoid")
 SAMPLERS = ("ddpm", "ddim", "euler", "heun")
 
@@ -105,7 +101,7 @@ def diffusion_loss(
     Args:
       apply_fn: ``apply_fn(params, x_t, t, *conditions) -> output`` of x_t's shape.
       params: network parameters.
-      x0: (b, *features) clean data.
+      x0: ``(b, *features)`` clean data.
       key: typed PRNG key (times and noise).
       schedule: ``t -> (α, σ, logSNR)``.
       prediction: the network's target: ``"eps"``, ``"x0"``, ``"v"`` or ``"velocity"``.

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxlab.train.state import Context
+from jaxlab.base import ApplyFn, Context, Params
 
-ApplyFn = Callable[..., Array]  # apply_fn(params, x_t, t) -> velocity, same shape as x_t
-Params = Any
+
 TimeSampling = Literal["uniform", "logit_normal"]
 Solver = Literal["euler", "heun"]
 
@@ -39,7 +38,7 @@ def _check_data(name: str, x: Array) -> None:
 
 
 def _broadcast_time(t: Array, x: Array) -> Array:
-    """(b,) -> (b, 1, ..., 1) to multiply a batch of shape (b, *features)."""
+    """(b,) -> (b, 1, ..., 1) to multiply a batch of shape ``(b, *features)``."""
     return t.reshape(t.shape + (1,) * (x.ndim - 1))
 
 
@@ -71,7 +70,7 @@ def flow_matching_loss(
     Args:
       apply_fn: ``apply_fn(params, x_t, t) -> v`` with ``v.shape == x_t.shape``.
       params: network parameters.
-      x0: (b, *features) data batch.
+      x0: ``(b, *features)`` data batch.
       key: typed PRNG key (noise and times).
       time_sampling: distribution of t.
 
@@ -115,12 +114,12 @@ def sample_ode(
     Args:
       apply_fn: the velocity network.
       params: its parameters.
-      x1: (b, *features) starting noise.
+      x1: ``(b, *features)`` starting noise.
       steps: number of solver steps (static; Heun costs two evaluations each).
       solver: ``"euler"`` or ``"heun"``.
 
     Returns:
-      (b, *features) samples at t = 0.
+      ``(b, *features)`` samples at t = 0.
     """
     _check_data("x1", x1)
     if not isinstance(steps, int) or steps < 1:

@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxlab.train.state import Context
+from jaxlab.base import ApplyFn, Context, Params
 
-ApplyFn = Callable[..., Array]  # apply_fn(params, x) -> same shape as x
-Params = Any
+
 
 
 def l1_distance(a: Array, b: Array) -> Array:
@@ -50,13 +48,13 @@ def ign_loss_terms(
     *,
     tightness_clamp: float = 1.5,
 ) -> dict[str, Array]:
-    """The three IGN losses on data ``x`` and noise ``z`` (both (b, *f)), deterministic.
+    """The three IGN losses on data ``x`` and noise ``z`` (both ``(b, *f)``), deterministic.
 
     Args:
       apply_fn: ``apply_fn(params, x) -> f(x)``, same shape as x.
       params: θ.
-      x: (b, *f) data.
-      z: (b', *f) noise (latents).
+      x: ``(b, *f)`` data.
+      z: ``(b', *f)`` noise (latents).
       tightness_clamp: the paper's a in ``tanh(L_tight/(a·L_rec))·a·L_rec``.
 
     Returns:
@@ -90,7 +88,7 @@ def ign_loss(
     tight_weight: float = 2.5,
     tightness_clamp: float = 1.5,
 ) -> tuple[Array, dict[str, Array]]:
-    """The weighted IGN objective with z ~ N(0, I) of the shape of ``x`` (b, *f).
+    """The weighted IGN objective with z ~ N(0, I) of the shape of ``x`` ``(b, *f)``.
 
     Returns:
       ``(loss, {"rec", "idem", "tight", "tight_raw"})``.
@@ -102,7 +100,7 @@ def ign_loss(
 
 
 def apply_repeatedly(apply_fn: ApplyFn, params: Params, z: Array, *, times: int) -> Array:
-    """``f^times(z)``; z: (b, *f)."""
+    """``f^times(z)``; z: ``(b, *f)``."""
     if not isinstance(times, int) or times < 1:
         raise ValueError(f"times must be a positive int, got {times!r}")
     return jax.lax.fori_loop(0, times, lambda _, y: apply_fn(params, y), z)
@@ -139,6 +137,6 @@ class IGN:
         )  # fmt: skip
 
     def sample(self, params: Params, *, key: Array, num: int, steps: int = 1) -> Array:
-        """``f`` applied ``steps`` times to z ~ N(0, I): (num, *data_shape)."""
+        """``f`` applied ``steps`` times to z ~ N(0, I): ``(num, *data_shape)``."""
         z = jax.random.normal(key, (num, *self.data_shape))
         return apply_repeatedly(self.apply_fn, params, z, times=steps)

@@ -23,22 +23,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.base import Params
 from jaxlab.generative.samplers import velocity
 from jaxlab.generative.schedules import Prediction, Schedule, check_prediction
 
-Params = Any
 LIKELIHOOD_SOLVERS = ("euler", "heun", "rk4")
 TRACES = ("exact", "hutchinson")
 
 
 def _feature_sum(x: Array) -> Array:
-    """(b, *features) -> (b,)."""
+    """``(b, *features)`` -> (b,)."""
     return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
 
 
@@ -56,7 +55,7 @@ def exact_divergence(field: Callable[[Array], Array], x: Array) -> tuple[Array, 
 
 
 def hutchinson_divergence(field: Callable[[Array], Array], x: Array, probes: Array) -> tuple[Array, Array]:
-    """(u, mean_k z_kᵀ J z_k) for probes (k, b, *features); unbiased for Rademacher or Gaussian z."""
+    """(u, mean_k z_kᵀ J z_k) for probes ``(k, b, *features)``; unbiased for Rademacher or Gaussian z."""
 
     def along(z):
         u, jz = jax.jvp(field, (x,), (z,))
@@ -104,7 +103,7 @@ def ode_log_likelihood(
     Args:
       apply_fn: ``apply_fn(params, x, t) -> output`` read as ``prediction``.
       params: network parameters.
-      x: (b, *features) data points.
+      x: ``(b, *features)`` data points.
       schedule: ``t -> (α, σ, logSNR)`` of the model (``linear_path`` with
         ``prediction="velocity"`` for a rectified flow).
       prediction: ``"eps"``, ``"x0"``, ``"v"`` or ``"velocity"``.

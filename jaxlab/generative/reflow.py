@@ -18,18 +18,14 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.base import ApplyFn, Context, Params
 from jaxlab.generative.flow import RectifiedFlow, Solver, TimeSampling, interpolate, sample_ode, sample_time
-from jaxlab.train.state import Context
 
-ApplyFn = Callable[..., Array]
-Params = Any
 
 
 def _check_pair(x0: Array, x1: Array) -> None:
@@ -50,12 +46,12 @@ def generate_couplings(
     Args:
       apply_fn: the trained velocity network ``apply_fn(params, x_t, t)``.
       params: its parameters.
-      x1: (b, *features) Gaussian noise.
+      x1: ``(b, *features)`` Gaussian noise.
       steps: ODE solver steps (use enough that Φ is accurate).
       solver: ``"euler"`` or ``"heun"``.
 
     Returns:
-      ``(x0, x1)``, both (b, *features).
+      ``(x0, x1)``, both ``(b, *features)``.
     """
     return sample_ode(apply_fn, params, x1, steps=steps, solver=solver), x1
 
@@ -74,8 +70,8 @@ def paired_flow_matching_loss(
     Args:
       apply_fn: ``apply_fn(params, x_t, t) -> v``.
       params: network parameters.
-      x0: (b, *features) endpoints at t = 0 (samples).
-      x1: (b, *features) their partners at t = 1 (noise).
+      x0: ``(b, *features)`` endpoints at t = 0 (samples).
+      x1: ``(b, *features)`` their partners at t = 1 (noise).
       key: typed PRNG key (times only; the noise is given).
       time_sampling: distribution of t.
 

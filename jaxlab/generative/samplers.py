@@ -26,17 +26,15 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.base import ApplyFn, Params
 from jaxlab.generative.schedules import Prediction, Schedule, check_prediction, coefficients, to_x0_eps
 
-ApplyFn = Callable[..., Array]
-Params = Any
 ODE_SOLVERS = ("euler", "heun")
 
 
@@ -102,7 +100,7 @@ def sample_ddpm(
     Args:
       apply_fn: ``apply_fn(params, x, t) -> output``.
       params: network parameters.
-      x_start: (b, *features) start at ``times[0]`` (σ(times[0])·N(0, I)).
+      x_start: ``(b, *features)`` start at ``times[0]`` (σ(times[0])·N(0, I)).
       key: typed PRNG key for the per-step noise.
       schedule: ``t -> (α, σ, logSNR)``.
       times: (n + 1,) decreasing grid.
@@ -110,7 +108,7 @@ def sample_ddpm(
       clip_x0: clip x̂0 to [−clip_x0, clip_x0] (e.g. 1 for data in [−1, 1]).
 
     Returns:
-      (b, *features) samples at ``times[-1]``.
+      ``(b, *features)`` samples at ``times[-1]``.
 
     References:
       Ho, Jain, Abbeel 2020, "DDPM", eq. 6–7 and Algorithm 2.
@@ -154,7 +152,7 @@ def sample_ddim(
       key: typed PRNG key; required when ``eta > 0``.
 
     Returns:
-      (b, *features) samples at ``times[-1]``.
+      ``(b, *features)`` samples at ``times[-1]``.
 
     References:
       Song, Meng, Ermon 2021, "DDIM", eq. 12 and 16.
@@ -212,7 +210,7 @@ def sample_pf_ode(
       solver: ``"euler"`` or ``"heun"`` (two evaluations per step).
 
     Returns:
-      (b, *features) samples at ``times[-1]``.
+      ``(b, *features)`` samples at ``times[-1]``.
 
     References:
       Song et al. 2021, "Score SDE", eq. 13; Karras et al. 2022, "EDM", Algorithm 1.

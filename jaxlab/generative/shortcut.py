@@ -28,9 +28,8 @@ self-consistency targets; the authors' code (``bootstrap_every = 8``) uses
 images. jaxlab defaults to the paper's 1/4: the targets of every step size
 but the smallest are learned only from these rows, spread over log2 M = 7
 levels, and 1/8 leaves each level few rows. With the OT coupling below the
-flow part needs fewer rows still: on the 2-D checkerboard (8k steps) 3/4
-gave the best one-step samples at an unchanged 128-step quality, and 7/8
-starved the flow (its 128-step energy ~1.6x worse).
+flow part needs fewer rows still (``fewstep-toy2d`` uses 3/4; too many
+bootstrap rows starve the flow).
 
 Bootstrap targets. The paper computes them with the EMA parameters
 (``ctx.ema_params``, the default here). Each level of the step-size ladder
@@ -45,17 +44,13 @@ Coupling. The paper pairs each data point with independent noise.
 ``coupling="minibatch_ot"`` pairs the batch by its optimal assignment
 instead (:mod:`jaxlab.generative.coupling`), as the improved shortcut models
 (iSM, Nguyen et al. 2025) do: straighter paths leave the large-step levels
-less to learn, and the flow-matching targets are less noisy. On the 2-D
-checkerboard (8k steps, half the batch on self-consistency) it cut the
-one-step energy distance from ~6e-4 to ~9e-5 and the 128-step one from
-~1-3e-4 to ~3e-5 (32k- and 64k-point estimates).
+less to learn, and the flow-matching targets are less noisy.
 
 Step sizes of the bootstrap rows. The paper draws the level j of 2d = 2^-j
 uniformly. The one-step level is the hardest (its target has passed through
 every level below) and sees only 1/log2 M of the rows; ``large_step_bias``
-draws j with probability ∝ log2 M − j instead. On the checkerboard with OT
-coupling and 3/4 of the batch on self-consistency it lowered the one-step
-energy from ~7e-5 to ~6e-5 (two training seeds), the 128-step one unchanged.
+draws j with probability ∝ log2 M − j instead. What these choices measured
+on the 2-D checkerboard is in the repository's ``docs/results.md``.
 
 Classifier-free guidance: with ``num_classes > 0`` the batch carries
 ``"labels"``; each label is replaced by the null label ``num_classes`` with
@@ -81,12 +76,10 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.base import ApplyFn, Context, Params
 from jaxlab.generative.coupling import minibatch_ot_pairing
 from jaxlab.generative.flow import interpolate
-from jaxlab.train.state import Context
 
-ApplyFn = Callable[..., Array]  # apply_fn(params, x_t, t, d[, labels=...]) -> (b, *features)
-Params = Any
 Coupling = Literal["independent", "minibatch_ot"]
 COUPLINGS = ("independent", "minibatch_ot")
 
@@ -116,7 +109,7 @@ def _check_coupling(coupling: Any) -> None:
 
 
 def _bcast(v: Array, x: Array) -> Array:
-    """(b,) -> (b, 1, ..., 1) to multiply a batch of shape (b, *features)."""
+    """(b,) -> (b, 1, ..., 1) to multiply a batch of shape ``(b, *features)``."""
     return v.reshape(v.shape + (1,) * (x.ndim - 1))
 
 
@@ -148,14 +141,14 @@ def shortcut_targets(
     Args:
       apply_fn: ``apply_fn(params, x, t, d[, labels=…])``.
       params: the parameters the targets come from (the EMA parameters in training).
-      x_t: (b, *features) points at time t.
+      x_t: ``(b, *features)`` points at time t.
       t: (b,) times, t ≥ 2d.
       d: (b,) half step sizes.
       labels: optional (b,) int labels.
       max_steps: M; a step d ≤ 1/M is queried as the flow (d = 0).
 
     Returns:
-      (b, *features) ``½·[s(x_t, t, d) + s(x_t − d·s(x_t, t, d), t − d, d)]``.
+      ``(b, *features)`` ``½·[s(x_t, t, d) + s(x_t − d·s(x_t, t, d), t − d, d)]``.
     """
     first = shortcut_velocity(apply_fn, params, x_t, t, d, labels, max_steps)
     x_mid = x_t - _bcast(d, x_t) * first
@@ -205,7 +198,7 @@ def shortcut_loss(
       apply_fn: the shortcut network ``s_θ(x, t, d[, labels=…])``.
       params: trained parameters θ.
       target_params: parameters of the bootstrap targets (EMA of θ; not differentiated).
-      x0: (b, *features) data.
+      x0: ``(b, *features)`` data.
       key: typed PRNG key.
       labels: optional (b,) int labels in [0, num_classes).
       num_classes: number of classes; label ``num_classes`` is the null label.
@@ -273,7 +266,7 @@ def sample_shortcut(
 
     Args:
       apply_fn, params: the shortcut network.
-      x1: (b, *features) Gaussian noise.
+      x1: ``(b, *features)`` Gaussian noise.
       steps: a power of two in [1, max_steps] (static).
       max_steps: M of training.
       labels: optional (b,) labels; with ``guidance_scale != 1`` also ``null_label``.
@@ -281,7 +274,7 @@ def sample_shortcut(
       guidance_scale: w in ``s_null + w·(s_label − s_null)``.
 
     Returns:
-      (b, *features) samples.
+      ``(b, *features)`` samples.
     """
     _check_data("x1", x1)
     _check_steps(steps, _check_max_steps(max_steps))

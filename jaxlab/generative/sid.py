@@ -6,9 +6,9 @@ distribution matches the teacher's diffused data distribution. It alternates
 * a **fake-score** update: a network ψ (initialized from the teacher) learns
   the denoiser of the current generator distribution (here: the flow-matching
   loss on stop-gradient generator samples, the loss the teacher was trained
-  with; the authors use EDM's weighted loss with lognormal σ, and on the 2-D
-  checkerboard that loss, with their σ grid for the generator's times, gave
-  worse one-step energies than these defaults — see ``fewstep-toy2d``), and
+  with; the authors use EDM's weighted loss with lognormal σ, which with
+  their σ grid for the generator's times gave worse one-step samples on the
+  2-D checkerboard — see the repository's ``docs/results.md``), and
 * a **generator** update with the score-identity loss (Zhou et al. 2024, the
   final loss with α, as in the authors' reference implementation), per example
 
@@ -52,11 +52,9 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
+from jaxlab.base import ApplyFn, Context, Params
 from jaxlab.generative.flow import flow_matching_loss, interpolate
-from jaxlab.train.state import Context, TrainState
 
-ApplyFn = Callable[..., Array]  # apply_fn(params, x_t, t) -> velocity, same shape as x_t
-Params = Any
 Weighting = Literal["example", "batch", "none"]
 
 
@@ -66,12 +64,12 @@ def _bt(t: Array, x: Array) -> Array:
 
 
 def velocity_to_x0(x_t: Array, t: Array, velocity: Array) -> Array:
-    """x0-prediction on the straight path: ``x0_hat = x_t − t·v``; x_t, v: (b, *f), t: (b,)."""
+    """x0-prediction on the straight path: ``x0_hat = x_t − t·v``; x_t, v: ``(b, *f)``, t: (b,)."""
     return x_t - _bt(t, x_t) * velocity
 
 
 def generate(apply_fn: ApplyFn, params: Params, z: Array, *, generator_time: float = 1.0) -> Array:
-    """One-step generator ``G(z) = t_g·z − t_g·v(t_g·z, t_g)``; z: (b, *f) -> (b, *f)."""
+    """One-step generator ``G(z) = t_g·z − t_g·v(t_g·z, t_g)``; z: ``(b, *f)`` -> ``(b, *f)``."""
     t = jnp.full(z.shape[:1], generator_time, z.dtype)
     x_in = generator_time * z
     return velocity_to_x0(x_in, t, apply_fn(params, x_in, t))
@@ -97,8 +95,8 @@ def sid_generator_loss_terms(
       apply_fn: the velocity network shared by the teacher and the fake score.
       teacher_params: the teacher's parameters φ.
       fake_params: the fake-score network's parameters ψ.
-      x_g: (b, *f) generator samples (differentiable).
-      noise: (b, *f) Gaussian noise ε.
+      x_g: ``(b, *f)`` generator samples (differentiable).
+      noise: ``(b, *f)`` Gaussian noise ε.
       t: (b,) diffusion times in (0, 1).
       alpha: the SiD α (1.2 in the paper).
       weighting: ``"example"`` — w = mean |x_g − f_φ| per example (the paper's
@@ -158,7 +156,7 @@ def sid_generator_loss(
     t_max: float = 0.98,
     weighting: Weighting = "example",
 ) -> tuple[Array, dict[str, Array]]:
-    """SiD generator loss of ``G(z)`` with fresh noise and times drawn from ``key``; z: (b, *f)."""
+    """SiD generator loss of ``G(z)`` with fresh noise and times drawn from ``key``; z: ``(b, *f)``."""
     noise_key, time_key = jax.random.split(key)
     x_g = generate(apply_fn, generator_params, z, generator_time=generator_time)
     noise = jax.random.normal(noise_key, x_g.shape, x_g.dtype)
@@ -169,7 +167,7 @@ def sid_generator_loss(
 def sid_fake_score_loss(
     apply_fn: ApplyFn, fake_params: Params, x_g: Array, *, key: Array
 ) -> tuple[Array, dict[str, Array]]:
-    """Flow-matching loss of the fake network on stop-gradient generator samples x_g: (b, *f)."""
+    """Flow-matching loss of the fake network on stop-gradient generator samples x_g: ``(b, *f)``."""
     loss, _ = flow_matching_loss(apply_fn, fake_params, jax.lax.stop_gradient(x_g), key=key)
     return loss, {"fake_loss": loss}
 
@@ -267,11 +265,13 @@ class SiD:
         fake_loss, _ = sid_fake_score_loss(self.apply_fn, params["fake"], x_g, key=fake_key)
         return loss, {**aux, "fake_loss": fake_loss}
 
-    def train_step(self, state: TrainState, batch: dict[str, Array], *, key: Array, ctx: Context) -> tuple[TrainState, dict]:
+    def train_step(
+        self, params: Params, opt_state: Any, batch: dict[str, Array], *, key: Array, ctx: Context
+    ) -> tuple[Params, Any, dict]:
         """``fake_steps`` fake-score updates on fresh generator samples, then one generator update."""
         teacher = self._teacher(ctx)
         opt_g, opt_f = self.optimizers()
-        params, opt_state = dict(state.params), dict(state.opt_state)
+        params, opt_state = dict(params), dict(opt_state)
         keys = jax.random.split(key, 2 * self.fake_steps + 2)
         fake_loss = jnp.zeros(())
         for i in range(self.fake_steps):
@@ -297,10 +297,10 @@ class SiD:
         updates, opt_state["generator"] = opt_g.update(grads, opt_state["generator"], params["generator"])
         params["generator"] = optax.apply_updates(params["generator"], updates)
         metrics = {"loss": loss, **aux, "fake_loss": fake_loss, "generator_grad_norm": optax.tree.norm(grads)}
-        return state.replace(params=params, opt_state=opt_state), metrics
+        return params, opt_state, metrics
 
     def sample(self, params: Params, *, key: Array, num: int, steps: int = 1) -> Array:
-        """One-step samples ``G(z)``: (num, *data_shape). Only ``steps == 1`` exists."""
+        """One-step samples ``G(z)``: ``(num, *data_shape)``. Only ``steps == 1`` exists."""
         if steps != 1:
             raise ValueError(f"SiD is a one-step generator: steps must be 1, got {steps!r}")
         z = jax.random.normal(key, (num, *self.data_shape))

@@ -34,16 +34,13 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
 
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.base import ApplyFn, Params
 from jaxlab.generative.schedules import Prediction, Schedule, check_prediction, coefficients, from_x0_eps, time_at_logsnr, to_x0_eps
 
-ApplyFn = Callable[..., Array]
-Params = Any
 OUTPUT_PREDICTION = "v"
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jaxlab import testing
 from jaxlab.generative import schedules
 from jaxlab.generative.consistency import (
     EPS,
@@ -140,7 +141,7 @@ def _exact_point_mass_network(params, x_in, t):
 
 def _point_mass_velocity(params, x_t, t):
     del params
-    return (x_t - MU) / t[:, None]  # E[x1 − x0 | x_t] when x0 = MU
+    return testing.point_mass_velocity(x_t, t, point=MU)  # E[x1 − x0 | x_t] when x0 = MU
 
 
 def test_velocity_denoiser_oracles():
@@ -150,8 +151,7 @@ def test_velocity_denoiser_oracles():
     s2 = 0.8**2  # Gaussian data N(0, s²): exact flow velocity (t − (1 − t)s²)/var_t · x_t, EDM denoiser s²/(s² + σ²)·x̃
 
     def gaussian_velocity(params, x_t, t):
-        t = t[:, None]
-        return (t - (1 - t) * s2) / ((1 - t) ** 2 * s2 + t**2) * x_t
+        return testing.gaussian_flow_velocity(x_t, t, mean=0.0, cov=s2)
 
     np.testing.assert_allclose(velocity_denoiser(gaussian_velocity, None, x, sigma), s2 / (s2 + sigma[:, None] ** 2) * x, rtol=1e-4, atol=1e-5)
 
@@ -229,10 +229,9 @@ def test_adapter_losses_are_finite_and_compile_once(name):
     batch = {"x": jax.random.normal(jax.random.key(6), (16, 2))}
     params = method.init(jax.random.key(7), batch)
     teacher = net.init(jax.random.key(8), batch["x"], jnp.zeros(16))
-    chex.clear_trace_counter()
+    testing.clear_trace_counter()
 
-    @jax.jit
-    @chex.assert_max_traces(n=1)
+    @testing.jit_with_max_traces(n=1)
     def loss(params, batch, key, step):
         ctx = Context(step=step, ema_params=params, frozen=teacher)
         return method.loss(params, batch, key=key, ctx=ctx)
@@ -252,23 +251,22 @@ def test_ct_train_step_updates_target_with_the_mu_schedule_and_compiles_once():
     method = adapters["ct"]
     batch = {"x": jax.random.normal(jax.random.key(10), (16, 2))}
     params = method.init(jax.random.key(11), batch)
-    state = TrainState.create(params, method.init_opt_state(params), key=jax.random.key(12))
-    chex.clear_trace_counter()
+    opt_state = method.init_opt_state(params)
+    testing.clear_trace_counter()
 
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def step(state, key):
-        return method.train_step(state, batch, key=key, ctx=Context(step=state.step, ema_params=state.ema_params))
+    @testing.jit_with_max_traces(n=1)
+    def step(params, opt_state, step, key):
+        return method.train_step(params, opt_state, batch, key=key, ctx=Context(step=step, ema_params=params))
 
-    new_state, metrics = step(state, jax.random.key(13))
+    new_params, opt_state, metrics = step(params, opt_state, jnp.int32(0), jax.random.key(13))
     mu = float(metrics["target_decay"])
     np.testing.assert_allclose(mu, 0.9, rtol=1e-6)  # N(0) = s0 = 2 -> μ = μ0
-    expected = jax.tree.map(lambda t, p: mu * t + (1 - mu) * p, params["target"], new_state.params["online"])
-    chex.assert_trees_all_close(new_state.params["target"], expected, rtol=1e-5, atol=1e-7)
-    later, metrics = step(new_state.replace(step=jnp.int32(99)), jax.random.key(14))
+    expected = jax.tree.map(lambda t, p: mu * t + (1 - mu) * p, params["target"], new_params["online"])
+    chex.assert_trees_all_close(new_params["target"], expected, rtol=1e-5, atol=1e-7)
+    later, _, metrics = step(new_params, opt_state, jnp.int32(99), jax.random.key(14))
     assert np.isfinite(float(metrics["loss"])) and int(metrics["num_scales"]) == 151
     assert float(metrics["target_decay"]) > 0.99
-    samples = method.sample(later.params, key=jax.random.key(15), num=5, steps=1)  # reads params["online"]
+    samples = method.sample(later, key=jax.random.key(15), num=5, steps=1)  # reads params["online"]
     chex.assert_shape(samples, (5, 2))
 
 

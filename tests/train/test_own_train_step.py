@@ -28,17 +28,17 @@ class AlternatingMeans:
         opt_a, opt_b = self.optimizers()
         return {"a": opt_a.init(params["a"]), "b": opt_b.init(params["b"])}
 
-    def train_step(self, state, batch, *, key, ctx):
+    def train_step(self, params, opt_state, batch, *, key, ctx):
         del key
         opt_a, opt_b = self.optimizers()
-        params, opt_state = state.params, dict(state.opt_state)
+        opt_state = dict(opt_state)
         loss_a, grad_a = jax.value_and_grad(lambda a: 0.5 * (a - jnp.mean(batch["x"])) ** 2)(params["a"])
         update, opt_state["a"] = opt_a.update(grad_a, opt_state["a"])
         params = {**params, "a": params["a"] + update}
         grad_b = jax.grad(lambda b: 0.5 * (b - params["a"]) ** 2)(params["b"])
         update, opt_state["b"] = opt_b.update(grad_b, opt_state["b"])
         params = {**params, "b": params["b"] + update}
-        return state.replace(params=params, opt_state=opt_state), {"loss": loss_a, "step_seen": ctx.step}
+        return params, opt_state, {"loss": loss_a, "step_seen": ctx.step}
 
 
 def test_own_train_step_runs_alternating_updates_with_ema_and_resume(tmp_path):
