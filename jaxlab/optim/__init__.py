@@ -2,11 +2,20 @@
 
 from jaxlab.optim.dimension_numbers import (
     DimensionNumbers,
+    attention_dimension_numbers,
     conv_dimension_numbers,
     dense_general_dimension_numbers,
     flax_dimension_numbers,
 )
-from jaxlab.optim.labels import EMBEDDING_OR_HEAD_NAMES, is_embedding_or_head, muon_labels
+from jaxlab.optim.labels import (
+    EMBEDDING_OR_HEAD_NAMES,
+    MuonFallbackWarning,
+    RoutingRow,
+    RoutingTable,
+    describe_routing,
+    is_embedding_or_head,
+    muon_labels,
+)
 from jaxlab.optim.lora import (
     LORA_A,
     LORA_B,
@@ -38,11 +47,16 @@ __all__ = [
     "DimensionNumbers",
     "LoraPair",
     "LoraProAdamState",
+    "MuonFallbackWarning",
     "MuonState",
+    "RoutingRow",
+    "RoutingTable",
     "SpectralDecayState",
+    "attention_dimension_numbers",
     "conv_dimension_numbers",
     "default_lora_predicate",
     "dense_general_dimension_numbers",
+    "describe_routing",
     "flax_dimension_numbers",
     "is_embedding_or_head",
     "lora_apply",

@@ -6,6 +6,10 @@ projection ``(embed, heads, head_dim)`` is viewed as a matrix by flattening its
 reduction axes into rows and its output axes into columns; any remaining axes
 (stacked or scanned layers) are batch axes, each slice orthogonalized on its own.
 
+Leaves are named by :func:`path_str`, which drops the ``value`` attribute of a
+Flax NNX ``Variable``: ``nnx.Optimizer`` initializes on ``Variable`` leaves and
+updates on plain arrays, and both must get the same names.
+
 References:
     Jordan, "Muon: An optimizer for hidden layers in neural networks", 2024
     (convolution filters are orthogonalized as ``(out, in * window)`` matrices).
@@ -25,6 +29,8 @@ import jax
 __all__ = [
     "DimensionNumbers",
     "MatrixView",
+    "attention_dimension_numbers",
+    "attention_layout",
     "conv_dimension_numbers",
     "dense_general_dimension_numbers",
     "flax_dimension_numbers",
@@ -35,8 +41,16 @@ __all__ = [
 
 
 def path_str(path) -> str:
-    """``'params/Dense_0/kernel'`` for a JAX key path."""
-    return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
+    """``'params/Dense_0/kernel'`` for a JAX key path.
+
+    An attribute key ``value`` (how an NNX ``Variable`` exposes its array) is
+    dropped, so ``layer/kernel/value`` in an ``nnx.State`` of ``Variable`` leaves and
+    ``layer/kernel`` in its pure-array form (what ``nnx.Optimizer.update``
+    passes) get the same name. Dict keys named ``value`` (a Linen attention's
+    ``value`` projection) are kept.
+    """
+    keys = tuple(k for k in path if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value"))
+    return jax.tree_util.keystr(keys, simple=True, separator="/")
 
 
 def _axes(value, field: str) -> tuple[int, ...]:
@@ -156,14 +170,67 @@ def _module_name(name: str) -> str:
     return re.sub(r"_\d+$", "", name).lower()
 
 
+_ATTENTION_LAYOUTS = {
+    "query": ("(in, heads, head_dim)", DimensionNumbers(0, (1, 2))),
+    "key": ("(in, heads, head_dim)", DimensionNumbers(0, (1, 2))),
+    "value": ("(in, heads, head_dim)", DimensionNumbers(0, (1, 2))),
+    "out": ("(heads, head_dim, out)", DimensionNumbers((0, 1), 2)),
+}
+
+
+def attention_layout(path: str, shape) -> tuple[DimensionNumbers, str] | None:
+    """The known layout of a Flax attention projection kernel, or ``None``.
+
+    Linen ``MultiHeadDotProductAttention`` and NNX ``MultiHeadAttention`` keep
+    rank-3 ``kernel`` leaves under sub-modules named ``query``, ``key`` and
+    ``value`` ``(in, heads, head_dim)``, viewed as ``(in, heads * head_dim)``
+    matrices, and ``out`` ``(heads, head_dim, out)``, viewed as
+    ``(heads * head_dim, out)``.
+
+    Args:
+        path: ``'/'``-separated leaf path (see :func:`path_str`).
+        shape: the leaf's shape.
+
+    Returns:
+        ``(dimension_numbers, description)`` for such a kernel, else ``None``.
+    """
+    names = [_module_name(n) for n in path.split("/")]
+    if len(shape) != 3 or len(names) < 2 or names[-1] != "kernel" or names[-2] not in _ATTENTION_LAYOUTS:
+        return None
+    layout, dims = _ATTENTION_LAYOUTS[names[-2]]
+    return dims, f"Flax attention {names[-2]} kernel {layout}"
+
+
+def attention_dimension_numbers(params):
+    """Dimension numbers for Flax attention projection kernels only (see :func:`attention_layout`).
+
+    This is what :func:`jaxlab.optim.muon`, :func:`jaxlab.optim.muon_labels` and
+    :func:`jaxlab.optim.scale_by_muon` use when ``dimension_numbers`` is ``None``;
+    every other leaf gets ``None`` (rank-2 leaves are matrices as they are).
+
+    Args:
+        params: a parameter (or update) tree, Linen or NNX.
+
+    Returns:
+        A tree of the structure of ``params`` with ``DimensionNumbers`` or ``None``.
+    """
+
+    def rule(path, leaf):
+        found = attention_layout(path_str(path), tuple(getattr(leaf, "shape", ())))
+        return None if found is None else found[0]
+
+    return jax.tree_util.tree_map_with_path(rule, params)
+
+
 def flax_dimension_numbers(params, *, dense_general_in_axes: int = 1):
-    """Dimension numbers for the ``kernel`` leaves of a Flax Linen parameter tree.
+    """Dimension numbers for the ``kernel`` leaves of a Flax (Linen or NNX) parameter tree.
 
     Rules, by the name of the module owning the kernel (Flax's ``_<n>`` suffix
     removed, lower-cased): rank-2 kernels are ``(fan_in, fan_out)``; ``Conv*``
-    kernels use :func:`conv_dimension_numbers`; the ``query``/``key``/``value``
-    projections of ``MultiHeadDotProductAttention`` contract their first axis and
-    ``out`` all but its last; other ``DenseGeneral*`` modules contract
+    kernels use :func:`conv_dimension_numbers`; rank-3 ``query``/``key``/``value``
+    and ``out`` projections of an attention layer follow :func:`attention_layout`
+    (other ranks: ``query``/``key``/``value`` contract their first axis, ``out``
+    all but its last); other ``DenseGeneral*`` modules contract
     ``dense_general_in_axes`` leading axes. Every other leaf gets ``None``
     (stacked/scanned layers need an explicit tree: their layer axis is a batch
     axis that names cannot reveal).
@@ -186,6 +253,9 @@ def flax_dimension_numbers(params, *, dense_general_in_axes: int = 1):
             return DimensionNumbers()
         if owner.startswith("conv") and owner != "convlocal":
             return conv_dimension_numbers(ndim)
+        attention = attention_layout(path_str(path), leaf.shape)
+        if attention is not None:
+            return attention[0]
         if owner in ("query", "key", "value"):
             return dense_general_dimension_numbers(ndim, num_in_axes=1)
         if owner == "out":
@@ -197,8 +267,13 @@ def flax_dimension_numbers(params, *, dense_general_in_axes: int = 1):
     return jax.tree_util.tree_map_with_path(rule, params)
 
 
+def _is_optax_spec(x: Any) -> bool:
+    """``optax.contrib.MuonDimensionNumbers`` (a NamedTuple, so it must be stopped at when flattening)."""
+    return isinstance(x, tuple) and getattr(x, "_fields", None) == ("reduction_axis", "output_axis")
+
+
 def _is_spec_leaf(x: Any) -> bool:
-    return x is None or isinstance(x, DimensionNumbers)
+    return x is None or isinstance(x, DimensionNumbers) or _is_optax_spec(x)
 
 
 def resolve_dimension_numbers(spec, tree, *, fn: str) -> dict[str, DimensionNumbers | None]:
@@ -206,16 +281,19 @@ def resolve_dimension_numbers(spec, tree, *, fn: str) -> dict[str, DimensionNumb
 
     Paths are matched by name, so a spec computed for the full parameter tree also
     serves a masked branch of ``optax.partition``; paths absent from the spec get
-    ``None``.
+    ``None``. ``spec=None`` means :func:`attention_dimension_numbers`.
+    ``optax.contrib.MuonDimensionNumbers`` leaves are accepted and converted.
 
     Raises:
         ValueError: if the spec (or what the callable returns) holds anything other
             than ``DimensionNumbers`` or ``None``.
     """
     if spec is None:
-        return {}
+        spec = attention_dimension_numbers
     if isinstance(spec, Callable) and not isinstance(spec, DimensionNumbers):
         spec = spec(tree)
+    if _is_optax_spec(spec):
+        spec = DimensionNumbers(spec.reduction_axis, spec.output_axis)
     if isinstance(spec, DimensionNumbers):
         return {path_str(p): spec for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
     flat, _ = jax.tree_util.tree_flatten_with_path(spec, is_leaf=_is_spec_leaf)
@@ -225,5 +303,5 @@ def resolve_dimension_numbers(spec, tree, *, fn: str) -> dict[str, DimensionNumb
             raise ValueError(
                 f"{fn}: dimension_numbers at {path_str(p)!r} must be DimensionNumbers or None, got {value!r}"
             )
-        out[path_str(p)] = value
+        out[path_str(p)] = DimensionNumbers(value.reduction_axis, value.output_axis) if _is_optax_spec(value) else value
     return out

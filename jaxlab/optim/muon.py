@@ -10,7 +10,8 @@ Other implementations' updates are reproduced by options: Keller Jordan's
 Muon is ``coeffs="keller", normalize="frobenius", normalize_eps=1e-7`` (he
 iterates in bfloat16; ``compute_dtype="bfloat16"`` is the closest, with float32
 accumulation); ``optax.contrib.muon``'s defaults are the same with
-``normalize_eps=1e-8, bias_correction=True`` (tested against it).
+``normalize_eps=1e-8, bias_correction=True`` (tested against it). :func:`muon`
+also accepts ``optax.contrib.muon``'s argument names (see its table).
 
 References:
     Jordan, "Muon: An optimizer for hidden layers in neural networks", 2024.
@@ -25,6 +26,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple
 
 import jax
@@ -33,6 +35,7 @@ import optax
 
 from jaxlab.linalg.polar_coeffs import coefficient_table
 from jaxlab.optim._checks import check_choice, check_scalar, check_steps
+from jaxlab.optim._optax_names import resolve_optax_names
 from jaxlab.optim.dimension_numbers import matrix_view, path_str, resolve_dimension_numbers
 from jaxlab.optim.labels import ADAM, MUON, check_labels, muon_labels
 from jaxlab.optim.orthogonalize import orthogonalize_matrices
@@ -118,8 +121,9 @@ def scale_by_muon(
             ``1 - beta^t`` as ``optax.contrib.muon`` does (static).
         shape_scaling: ``"keller"``, ``"moonlight"`` or ``"none"``.
         update_rms: target update RMS for ``"moonlight"``.
-        dimension_numbers: ``None`` (rank-2 leaves), a tree of
-            ``DimensionNumbers``/``None`` or a callable ``updates -> tree``
+        dimension_numbers: ``None`` (rank-2 leaves, and Flax attention kernels by
+            their layout: :func:`jaxlab.optim.attention_dimension_numbers`), a tree
+            of ``DimensionNumbers``/``None`` or a callable ``updates -> tree``
             (called on the possibly masked update tree).
         mu_dtype: dtype of the momentum (``None``: the gradient's).
         compute_dtype: ``msign`` matmul operand dtype, e.g. ``"bfloat16"`` (float32
@@ -225,12 +229,50 @@ def muon(
     mu_dtype=None,
     compute_dtype=None,
     group_shapes: bool = True,
+    ns_steps=None,
+    ns_coeffs=None,
+    eps=None,
+    preconditioning=None,
+    consistent_rms=None,
+    muon_weight_dimension_numbers=None,
+    adaptive=None,
+    adam_eps_root=None,
 ) -> optax.GradientTransformationExtraArgs:
     """Muon for hidden matrices and AdamW for everything else.
 
     The Muon branch is ``scale_by_muon`` → decoupled weight decay
     (``weight_decay * param``) → optional :func:`spectral_decay` →
-    ``-learning_rate``. The AdamW branch is ``optax.adamw``.
+    ``-learning_rate``. The AdamW branch is ``optax.adamw``. Which leaf takes
+    which branch is :func:`muon_labels` (print :func:`describe_routing` to see it).
+
+    ``optax.contrib.muon``'s argument names are accepted (keyword-only) so one
+    can replace the other; giving an optax name and the jaxlab option it sets
+    raises ``TypeError`` naming both. The defaults differ:
+
+    ==================  ===========================================  ==============================================
+    what                jaxlab ``muon`` (default)                    ``optax.contrib.muon`` (default → jaxlab)
+    ==================  ===========================================  ==============================================
+    coefficients        ``coeffs="polar_express_jaxlab"``            ``ns_coeffs="standard"`` → ``coeffs="keller"``
+    iterations          ``steps=5``                                  ``ns_steps=5`` → ``steps``; a ``(k, 3)`` table
+                                                                     runs ``k`` steps
+    normalization       ``normalize="power"`` (bound on sigma_1)     ``preconditioning="frobenius"`` →
+                                                                     ``normalize="frobenius"``
+    eps                 ``normalize_eps=1e-7``, ``adam_eps=1e-8``    ``eps=1e-8`` → both
+    bias correction     off (``bias_correction=False``)              on (pass ``bias_correction=True``)
+    shape scaling       ``shape_scaling="keller"``                   same; ``consistent_rms=r`` →
+                                                                     ``shape_scaling="moonlight", update_rms=r``
+    Nesterov            ``nesterov=True``, Muon branch only          ``nesterov=True``, also NAdamW for the rest
+    weight decay        ``weight_decay=0``, ``adam_weight_decay=0``  same (both scaled by the learning rate)
+    routing             :func:`muon_labels` (names, bias, SSM,       every rank-2 leaf, or the non-``None`` leaves
+                        attention layouts; rank > 2 → AdamW, warned) of ``muon_weight_dimension_numbers``
+    dimension numbers   ``dimension_numbers``                        ``muon_weight_dimension_numbers`` (its
+                                                                     ``MuonDimensionNumbers`` are converted)
+    ==================  ===========================================  ==============================================
+
+    ``beta``, ``weight_decay_mask``, ``mu_dtype``, ``adam_b1``, ``adam_b2``,
+    ``adam_weight_decay`` and ``adam_learning_rate`` have the same names.
+    ``adaptive=True``, ``preconditioning`` other than ``"frobenius"`` and
+    ``adam_eps_root`` other than ``0`` have no jaxlab equivalent (``TypeError``).
 
     Args:
         learning_rate: scalar or schedule for the Muon branch.
@@ -248,6 +290,9 @@ def muon(
             callable ``tree -> tree`` (e.g. :func:`flax_dimension_numbers`).
         adam_learning_rate: scalar or schedule for AdamW (``None``: ``learning_rate``).
         adam_b1, adam_b2, adam_eps, adam_weight_decay: AdamW hyperparameters.
+        ns_steps, ns_coeffs, eps, preconditioning, consistent_rms,
+            muon_weight_dimension_numbers, adaptive, adam_eps_root:
+            ``optax.contrib.muon``'s names (table above); ``None``: not given.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.
@@ -257,11 +302,27 @@ def muon(
             hyperparameter of the wrong form, an unknown label, or — naming the
             leaf path — a leaf routed to Muon that is not a matrix or whose
             dimension numbers do not fit its rank.
+        TypeError: an optax name given together with the jaxlab option it sets,
+            or an optax option without a jaxlab equivalent.
 
     References:
         Jordan, "Muon", 2024; Liu et al., "Muon is Scalable for LLM Training", 2025.
     """
     fn = "muon"
+    given = dict(
+        steps=steps, coeffs=coeffs, normalize=normalize, normalize_eps=normalize_eps, adam_eps=adam_eps,
+        shape_scaling=shape_scaling, update_rms=update_rms, dimension_numbers=dimension_numbers,
+    )  # fmt: skip
+    optax_names = dict(
+        ns_steps=ns_steps, ns_coeffs=ns_coeffs, eps=eps, preconditioning=preconditioning, consistent_rms=consistent_rms,
+        muon_weight_dimension_numbers=muon_weight_dimension_numbers, adaptive=adaptive, adam_eps_root=adam_eps_root,
+    )  # fmt: skip
+    if any(v is not None for v in optax_names.values()):
+        defaults = {k: p.default for k, p in inspect.signature(muon).parameters.items() if k in given}
+        resolved = resolve_optax_names(fn, given, defaults, optax_names)
+        steps, coeffs, normalize, normalize_eps, adam_eps, shape_scaling, update_rms, dimension_numbers = (
+            resolved[k] for k in given
+        )
     check_scalar(learning_rate, "learning_rate", fn, schedule=True)
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate

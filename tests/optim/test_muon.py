@@ -315,3 +315,95 @@ def test_normalize_under_inject_hyperparams():
     u2, _ = step(grads, state1)
     kernel = lambda u: u["Dense_0"]["kernel"]  # noqa: E731
     assert float(jnp.linalg.norm(kernel(u2))) < 0.01 * float(jnp.linalg.norm(kernel(u)))
+
+
+# --- optax.contrib.muon's argument names ----------------------------------------------------------
+
+
+def _attn_tree():
+    return _tree() | {"attn": {"query": {"kernel": normal(50, (16, 2, 4))}, "out": {"kernel": normal(51, (2, 4, 16))}}}
+
+
+@pytest.mark.filterwarnings("ignore::jaxlab.optim.MuonFallbackWarning")  # attn/query/kernel: dims None
+def test_optax_names_give_the_same_updates_as_jaxlab_names():
+    params = _attn_tree()
+    grads = [jax.tree.map(lambda x, t=t: (1.0 + t) * x + 0.01 * t, params) for t in range(2)]
+    spec, optax_spec = jo.DimensionNumbers((0, 1), 2), optax.contrib.MuonDimensionNumbers((0, 1), 2)
+    dims = {"attn": {"query": {"kernel": None}, "out": {"kernel": spec}}}
+    optax_dims = {"attn": {"query": {"kernel": None}, "out": {"kernel": optax_spec}}}  # optax's type is converted
+    ours = jo.muon(
+        0.02, steps=3, coeffs="keller", normalize="frobenius", normalize_eps=1e-6, adam_eps=1e-6,
+        shape_scaling="moonlight", update_rms=0.3, dimension_numbers=dims,
+    )  # fmt: skip
+    theirs = jo.muon(
+        0.02, ns_steps=3, ns_coeffs="standard", preconditioning="frobenius", eps=1e-6, consistent_rms=0.3,
+        muon_weight_dimension_numbers=optax_dims, adaptive=False, adam_eps_root=0.0,
+    )  # fmt: skip
+
+
+    def run(tx):  # every leaf's updates over the steps
+        update, state, out = jax.jit(tx.update), tx.init(params), []
+        for g in grads:
+            u, state = update(g, state, params)
+            out.append(u)
+        return out
+
+    chex.assert_trees_all_close(run(ours), run(theirs), atol=0, rtol=0)
+    sigma = np.linalg.svd(np.asarray(run(theirs)[0]["attn"]["out"]["kernel"]).reshape(8, 16), compute_uv=False)
+    assert sigma.max() < 2 * sigma.min()  # a Muon step of the (8, 16) view (AdamW: about 3)
+    # a (k, 3) table: optax runs each row once, so ns_coeffs alone sets steps = k
+    table = [[3.4445, -4.7750, 2.0315]] * 2
+    chex.assert_trees_all_close(run(jo.muon(0.02, ns_coeffs=table)), run(jo.muon(0.02, coeffs=table, steps=2)))
+
+
+def test_optax_names_swap_for_optax_contrib_muon():
+    """optax's call, plus the one option jaxlab has off by default, gives optax's Muon updates."""
+    params = {"w": 0.1 * normal(30, (16, 40)), "b": jnp.zeros(40)}
+    grads = [{"w": normal(31 + t, (16, 40)), "b": normal(41 + t, (40,))} for t in range(2)]
+    kwargs = dict(ns_coeffs="standard", ns_steps=5, beta=0.95, eps=1e-8, preconditioning="frobenius")
+    ref = muon_leaf_updates(optax.contrib.muon(0.02, **kwargs), params, grads)
+    ours = muon_leaf_updates(jo.muon(0.02, bias_correction=True, **kwargs), params, grads)
+    assert max(rel_err(u, r) for u, r in zip(ours, ref, strict=True)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "both"),
+    [
+        (dict(steps=4, ns_steps=4), ("ns_steps", "steps")),
+        (dict(coeffs="keller", ns_coeffs="standard"), ("ns_coeffs", "coeffs")),
+        (dict(normalize_eps=1e-6, eps=1e-8), ("eps", "normalize_eps")),
+        (dict(adam_eps=1e-6, eps=1e-8), ("eps", "adam_eps")),
+        (dict(normalize="frobenius", preconditioning="frobenius"), ("preconditioning", "normalize")),
+        (dict(shape_scaling="moonlight", consistent_rms=0.2), ("consistent_rms", "shape_scaling")),
+        (dict(update_rms=0.3, consistent_rms=0.2), ("consistent_rms", "update_rms")),
+        (dict(dimension_numbers={}, muon_weight_dimension_numbers={}), ("muon_weight_", "dimension_numbers")),
+    ],
+)
+def test_both_spellings_raise(kwargs, both):
+    with pytest.raises(TypeError, match=rf"got both '{both[0]}.*' \(optax.contrib.muon's name\) and '{both[1]}'"):
+        jo.muon(0.1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(adaptive=True), "adaptive=True has no jaxlab equivalent"),
+        (dict(adam_eps_root=1e-8), "adam_eps_root=1e-08 has no jaxlab equivalent"),
+        (dict(preconditioning="aol"), "preconditioning='aol' has no jaxlab equivalent"),
+    ],
+)
+def test_optax_options_without_an_equivalent_raise(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        jo.muon(0.1, **kwargs)
+    with pytest.raises(ValueError, match="ns_coeffs preset 'dion'"):
+        jo.muon(0.1, ns_coeffs="dion")
+
+
+def test_optax_names_under_inject_hyperparams():
+    params = _tree()
+    tx = optax.inject_hyperparams(jo.muon)(learning_rate=0.1, ns_steps=3, eps=1e-6)  # both injected
+    state = tx.init(params)
+    assert {"ns_steps", "eps"} <= set(state.hyperparams)
+    u, _ = jax.jit(tx.update)(params, state, params)
+    plain = jo.muon(0.1, steps=3, normalize_eps=1e-6, adam_eps=1e-6)
+    chex.assert_trees_all_close(u, plain.update(params, plain.init(params), params)[0], atol=1e-6)

@@ -1,4 +1,6 @@
-"""Default Muon/AdamW routing on a realistic Flax transformer tree, and the dimension-number helpers."""
+"""Default Muon/AdamW routing on a realistic Flax transformer tree, its table, and the dimension-number helpers."""
+
+import warnings
 
 import flax.linen as nn
 import jax
@@ -6,6 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 import jaxlab.optim as jo
+import jaxlab.optim.labels as labels_module
+from jaxlab.ssm import SSM
 
 
 class Block(nn.Module):
@@ -40,14 +44,17 @@ def flat(tree):
     return {jax.tree_util.keystr(p, simple=True, separator="/"): v for p, v in leaves}
 
 
+@pytest.mark.filterwarnings("ignore::jaxlab.optim.MuonFallbackWarning")
 def test_default_routing(params):
     labels = flat(jo.muon_labels(params))
     muon = {k for k, v in labels.items() if v == "muon"}
-    assert muon == {"Block_0/Dense_0/kernel", "Block_0/Dense_1/kernel"}
+    attn = "Block_0/MultiHeadDotProductAttention_0"
+    kernels = {f"{attn}/{name}/kernel" for name in ("query", "key", "value", "out")}  # by their known layout
+    assert muon == {"Block_0/Dense_0/kernel", "Block_0/Dense_1/kernel"} | kernels
     assert labels["Embed_0/embedding"] == "adam" and labels["wpe"] == "adam"
     assert labels["lm_head/kernel"] == "adam" and labels["head_1/kernel"] == "adam"
-    assert labels["Block_0/MultiHeadDotProductAttention_0/query/kernel"] == "adam"  # rank 3, no dims
-    assert labels["Conv_0/kernel"] == "adam" and labels["Block_0/LayerNorm_0/scale"] == "adam"
+    assert labels["Conv_0/kernel"] == "adam" and labels["DenseGeneral_0/kernel"] == "adam"  # rank > 2, no dims
+    assert labels["Block_0/LayerNorm_0/scale"] == "adam" and labels[f"{attn}/query/bias"] == "adam"
 
 
 def test_routing_with_flax_dimension_numbers(params):
@@ -89,6 +96,11 @@ def test_muon_traces_on_the_flax_tree(params):
         ("heads", False),
         ("head_dim", False),
         ("embed_proj", False),
+        ("lm_out", True),
+        ("pos_emb", True),
+        ("tok_embedding", True),
+        ("out", False),
+        ("output_proj", False),
     ],
 )
 def test_embedding_or_head_names(component, expected):
@@ -114,3 +126,76 @@ def test_mismatched_dimension_numbers_name_the_path(params):
         jo.muon_labels(params, bad)
     with pytest.raises(ValueError, match="Conv_0/bias"):
         jo.muon_labels(params, lambda p: {"Conv_0": {"bias": jo.DimensionNumbers(), "kernel": None}})
+
+
+# --- describe_routing: the table of the default routing -----------------------------------------
+
+
+class Heads(nn.Module):
+    """A head named ``lm_out``, a positional table ``pos_emb``, an S4D layer and a Linen attention."""
+
+    @nn.compact
+    def __call__(self, tokens):
+        x = nn.Embed(11, 8, name="tok")(tokens) + self.param("pos_emb", nn.initializers.normal(0.02), (6, 8))
+        x = x + SSM(features=8, d_state=4, name="ssm")(x)
+        x = x + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8, out_features=8, name="attn")(x, x)
+        x = nn.Dense(16, name="mlp")(x)
+        return nn.Dense(11, name="lm_out")(x)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    params = jax.eval_shape(Heads().init, jax.random.key(0), jnp.zeros((1, 6), jnp.int32))["params"]
+    return {row.path: row for row in jo.describe_routing(params)}, params
+
+
+def test_describe_routing_rows(rows):
+    table, params = rows
+    assert table["lm_out/kernel"] == jo.RoutingRow("lm_out/kernel", (16, 11), "adam", "embedding/head name 'lm_out'")
+    assert table["pos_emb"].label == "adam" and "pos_emb" in table["pos_emb"].why
+    for name in ("lambda_im", "lambda_log_neg_re", "B"):
+        row = table[f"ssm/{name}"]
+        assert row.label == "adam" and "SSM parameter" in row.why, row
+    assert table["mlp/kernel"].label == "muon" and table["mlp/kernel"].why == "rank-2 matrix"
+    for name in ("query", "key", "value"):
+        row = table[f"attn/{name}/kernel"]
+        assert (row.shape, row.label) == ((8, 2, 4), "muon")
+        assert row.why == f"Flax attention {name} kernel (in, heads, head_dim) as (8, 8) matrix"
+    assert table["attn/out/kernel"].why == "Flax attention out kernel (heads, head_dim, out) as (8, 8) matrix"
+    assert table["attn/query/bias"].why == "bias"
+    # the table is muon_labels: every row's label is the label muon() uses
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jo.MuonFallbackWarning)
+        assert {k: r.label for k, r in table.items()} == flat(jo.muon_labels(params))
+
+
+def test_describe_routing_string_and_explicit_dims(rows):
+    _, params = rows
+    text = str(jo.describe_routing(params))
+    header, *lines = text.splitlines()
+    assert header.split() == ["path", "shape", "label", "why"] and len(lines) == len(jax.tree.leaves(params))
+    assert any(line.startswith("lm_out/kernel") and "adam" in line for line in lines)
+    given = {row.path: row for row in jo.describe_routing(params, jo.flax_dimension_numbers)}
+    assert given["attn/out/kernel"].why.startswith("dimension_numbers DimensionNumbers(")
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    monkeypatch.setattr(labels_module, "_WARNED_PATTERNS", set())
+
+
+def test_rank3_fallback_warns_once_per_path_pattern(fresh_warnings):
+    tree = {f"Stack_{i}": {"proj": {"kernel": jnp.zeros((4, 2, 3))}} for i in range(2)}
+    with pytest.warns(jo.MuonFallbackWarning, match=r"'Stack_0/proj/kernel' of shape \(4, 2, 3\) has rank 3") as got:
+        labels = jo.muon_labels(tree)
+    assert len(got) == 1  # Stack_1 has the same pattern 'Stack_*/proj/kernel'
+    assert jax.tree.leaves(labels) == ["adam", "adam"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jo.muon_labels(tree)  # once per process
+        jo.describe_routing(tree)  # the table never warns
+        conv = {"Conv_0": {"kernel": jnp.zeros((3, 3, 2, 4))}}
+        assert jax.tree.leaves(jo.muon_labels(conv, jo.flax_dimension_numbers)) == ["muon"]  # has dims
+        assert jax.tree.leaves(jo.muon_labels({"pos_emb": jnp.zeros((2, 3, 4))})) == ["adam"]  # by name
+    with pytest.warns(jo.MuonFallbackWarning, match="'Other/kernel'"):
+        jo.muon_labels({"Other": {"kernel": jnp.zeros((2, 2, 2))}})
