@@ -3,24 +3,37 @@
     jaxlab list
     jaxlab show NAME
     jaxlab train NAME [--workdir DIR] [--steps N] [--seed S] [--set FIELD=VALUE ...]
+    jaxlab train NAME --set --help          (the config fields, as --set takes them)
     jaxlab sample NAME --workdir DIR [--steps K] [--num N]
 
 Experiments are the ``EXPERIMENTS`` lists of the modules in the repository's
-``experiments/`` folder (or the folder named by ``$JAXLAB_EXPERIMENTS``).
-Configuration overrides are parsed and type-checked by tyro against the
-experiment's config dataclass; a bad one exits with status 2 before anything
-is compiled.
+``experiments/`` folder (or the folder named by ``$JAXLAB_EXPERIMENTS``). They
+ship with the source tree, not inside the ``jaxlab`` package: a plain
+``pip install jaxlab`` has the library and this command but no experiments
+until ``JAXLAB_EXPERIMENTS`` points at such a folder. ``list`` reads names and
+descriptions from the files without importing them; the other commands import
+only the file that defines the experiment asked for.
 
-Exit status: 0 success; 1 failed run (non-finite loss, unreadable
-checkpoint); 2 bad usage (unknown experiment or field, bad value, a run
-directory of another configuration); 128+N stopped by signal N after writing
-a checkpoint.
+Configuration overrides are parsed and type-checked by tyro against the
+experiment's config dataclass, whose own checks (positive sizes, finite
+numbers, ...) and the device-count check of the batch run next; a bad one
+exits with status 2 before anything is written or compiled.
+
+Exit status: 0 success; 1 failed run (non-finite loss, no readable
+checkpoint, an experiment file that fails to import); 2 bad usage (unknown
+experiment or field, bad value, a run directory of another configuration or
+with a damaged config.json); 128+N stopped by signal N (after writing a
+checkpoint once training has started).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import logging
 import os
+import signal
 import sys
 import typing
 from pathlib import Path
@@ -42,37 +55,55 @@ class List:
 class Show:
     """Show an experiment's configuration fields, types and defaults."""
 
-    name: tyro.conf.Positional[str]
+    name: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME", help="experiment (see `jaxlab list`)")]
 
 
 @dataclasses.dataclass(frozen=True)
 class Train:
     """Train an experiment (resumes when WORKDIR already holds a run of it)."""
 
-    name: tyro.conf.Positional[str]
-    workdir: str | None = None
-    """run directory (default: runs/NAME)"""
-    steps: int | None = None
-    """total training steps (shorthand for --set steps=N)"""
-    seed: int | None = None
-    """random seed (shorthand for --set seed=S)"""
+    name: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME", help="experiment (see `jaxlab list`)")]
+    workdir: Annotated[
+        str | None, tyro.conf.arg(metavar="DIR", help="run directory", help_behavior_hint="(default: runs/NAME)")
+    ] = None
+    steps: Annotated[
+        int | None,
+        tyro.conf.arg(
+            metavar="N", help="total training steps (shorthand for --set steps=N)", help_behavior_hint="(default: the experiment's)"
+        ),
+    ] = None
+    seed: Annotated[
+        int | None,
+        tyro.conf.arg(metavar="S", help="random seed (shorthand for --set seed=S)", help_behavior_hint="(default: the experiment's)"),
+    ] = None
     overrides: Annotated[
-        tuple[str, ...], tyro.conf.arg(name="set", metavar="FIELD=VALUE"), tyro.conf.UseAppendAction
+        tuple[str, ...],
+        tyro.conf.arg(
+            name="set",
+            metavar="FIELD=VALUE",
+            help="override a config field; repeat for several (fields: `jaxlab show NAME` or `jaxlab train NAME --set --help`)",
+        ),
+        tyro.conf.UseAppendAction,
     ] = ()
-    """override a config field; repeat for several (see `jaxlab show NAME`)"""
 
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
-    """Sample from the latest checkpoint of a run; writes .npy and .png into the run directory."""
+    """Sample from the newest readable checkpoint of a run (EMA parameters); writes .npy and .png into the run directory."""
 
-    name: tyro.conf.Positional[str]
-    workdir: str
-    steps: int | None = None
-    """sampler steps (default: the experiment's)"""
-    num: int = 1000
-    """number of samples"""
-    seed: int = 0
+    name: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME", help="experiment (see `jaxlab list`)")]
+    workdir: Annotated[str, tyro.conf.arg(metavar="DIR", help="run directory (as given to `jaxlab train`)")]
+    steps: Annotated[
+        int | None, tyro.conf.arg(metavar="K", help="sampler steps", help_behavior_hint="(default: the experiment's)")
+    ] = None
+    num: Annotated[int, tyro.conf.arg(metavar="N", help="number of samples")] = 1000
+    seed: Annotated[int, tyro.conf.arg(metavar="S", help="sampling seed")] = 0
+
+
+NOT_PACKAGED = (
+    "experiments ship with jaxlab's source repository (its experiments/ folder), not inside the installed "
+    "package; run jaxlab from a checkout (pip install -e .), or set JAXLAB_EXPERIMENTS to such a folder"
+)
 
 
 def experiments_dir() -> Path:
@@ -83,21 +114,27 @@ def experiments_dir() -> Path:
     return beside_source if beside_source.is_dir() else Path.cwd() / "experiments"
 
 
+def _experiment_files(directory: Path) -> list[Path]:
+    return [path for path in sorted(directory.glob("*.py")) if not path.name.startswith("_")]
+
+
+def _import(path: Path) -> Any:
+    from jaxlab.train.experiment import import_experiment_file
+
+    return import_experiment_file(path)
+
+
 def discover(directory: Path | None = None) -> dict[str, Any]:
     """Imports every ``experiments/*.py`` and collects their ``EXPERIMENTS`` by name.
 
     A module that fails to import is reported on stderr and skipped, so one
     broken file does not take the other experiments down with it.
     """
-    from jaxlab.train.experiment import import_experiment_file
-
     directory = experiments_dir() if directory is None else directory
     found: dict[str, Any] = {}
-    for path in sorted(directory.glob("*.py")):
-        if path.name.startswith("_"):
-            continue
+    for path in _experiment_files(directory):
         try:
-            module = import_experiment_file(path)
+            module = _import(path)
         except Exception as error:  # noqa: BLE001 - report any failure and go on
             print(f"jaxlab: warning: skipping {path}: {type(error).__name__}: {error}", file=sys.stderr)
             continue
@@ -108,22 +145,119 @@ def discover(directory: Path | None = None) -> dict[str, Any]:
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """Where an experiment is defined, read from the file without importing it."""
+
+    name: str
+    description: str
+    path: Path
+
+
+def _literal_entries(path: Path) -> list[tuple[str, str]] | None:
+    """``(name, description)`` of each ``Experiment(...)`` in the file's ``EXPERIMENTS = [...]``.
+
+    None when the list is not written with literal strings (it is then imported).
+    """
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, OSError):
+        return None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if not any(isinstance(t, ast.Name) and t.id == "EXPERIMENTS" for t in targets):
+            continue
+        if not isinstance(node.value, (ast.List, ast.Tuple)):
+            return None
+        entries = []
+        for call in node.value.elts:
+            if not isinstance(call, ast.Call):
+                return None
+            fields = dict(zip(("name", "description"), call.args)) | {k.arg: k.value for k in call.keywords if k.arg}
+            values = [fields.get(key) for key in ("name", "description")]
+            if not all(isinstance(v, ast.Constant) and isinstance(v.value, str) for v in values):
+                return None
+            entries.append((values[0].value, values[1].value))
+        return entries
+    return []
+
+
+def index(directory: Path | None = None) -> dict[str, Entry]:
+    """Names, descriptions and files of the experiments, reading the files without importing them.
+
+    A file whose ``EXPERIMENTS`` is not a literal list is imported to read it
+    (and skipped with a warning if that fails).
+    """
+    directory = experiments_dir() if directory is None else directory
+    found: dict[str, Entry] = {}
+    for path in _experiment_files(directory):
+        entries = _literal_entries(path)
+        if entries is None:
+            try:
+                entries = [(e.name, e.description) for e in getattr(_import(path), "EXPERIMENTS", ())]
+            except Exception as error:  # noqa: BLE001 - report any failure and go on
+                print(f"jaxlab: warning: skipping {path}: {type(error).__name__}: {error}", file=sys.stderr)
+                continue
+        for name, description in entries:
+            if name in found:
+                raise RuntimeError(f"experiment {name!r} is defined twice ({found[name].path} and {path})")
+            found[name] = Entry(name, description, path)
+    return found
+
+
 def _fail(message: str, status: int) -> typing.NoReturn:
     print(f"jaxlab: error: {message}", file=sys.stderr)
     raise SystemExit(status)
 
 
-def _lookup(registry: dict[str, Any], name: str) -> Any:
-    if name not in registry:
-        _fail(f"unknown experiment {name!r}; available: {', '.join(sorted(registry)) or '(none)'}", EXIT_USAGE)
-    return registry[name]
+def _unknown(name: str, names: list[str], directory: Path) -> typing.NoReturn:
+    if not names:
+        where = f"{directory} does not exist" if not directory.is_dir() else f"{directory} has none"
+        _fail(f"no experiments found ({where}): {NOT_PACKAGED}", EXIT_USAGE)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    _fail(f"unknown experiment {name!r}; {hint}available: {', '.join(sorted(names))}", EXIT_USAGE)
+
+
+def load(name: str, directory: Path | None = None) -> Any:
+    """The :class:`~jaxlab.train.Experiment` called ``name``, importing only the file that defines it.
+
+    Exits with status 2 (and a "did you mean") for an unknown name, and 1 if
+    its file fails to import.
+    """
+    directory = experiments_dir() if directory is None else directory
+    entries = index(directory)
+    if name not in entries:
+        _unknown(name, list(entries), directory)
+    path = entries[name].path
+    try:
+        module = _import(path)
+    except Exception as error:  # noqa: BLE001 - a missing optional dependency, a bug in the file
+        _fail(f"experiment {name!r} could not be loaded from {path}: {type(error).__name__}: {error}", EXIT_FAILED)
+    for experiment in getattr(module, "EXPERIMENTS", ()):
+        if experiment.name == name:
+            return experiment
+    _fail(f"{path} does not define experiment {name!r} in its EXPERIMENTS", EXIT_FAILED)
+
+
+def _tyro_config(name: str, default: Any, args: list[str]) -> Any:
+    return tyro.cli(
+        type(default),
+        args=args,
+        default=default,
+        prog=f"jaxlab train {name} --set",
+        description=f"Config fields of {name}, each set as --set FIELD=VALUE (shown here as --FIELD VALUE).",
+        config=(tyro.conf.FlagConversionOff,),
+        use_underscores=True,
+    )
 
 
 def apply_overrides(name: str, default: Any, overrides: tuple[str, ...]) -> Any:
     """Parses ``FIELD=VALUE`` overrides against the config dataclass with tyro.
 
-    Unknown fields, values of the wrong type and values outside a ``Literal``
-    exit with status 2 and a message naming the field.
+    Unknown fields, values of the wrong type, values outside a ``Literal``
+    and values the config's own checks reject (``width=-5``) exit with
+    status 2 and a message naming the field.
     """
     args: list[str] = []
     for item in overrides:
@@ -132,15 +266,8 @@ def apply_overrides(name: str, default: Any, overrides: tuple[str, ...]) -> Any:
             _fail(f"--set expects FIELD=VALUE, got {item!r}", EXIT_USAGE)
         args += [f"--{field}", *value.split()]
     try:
-        return tyro.cli(
-            type(default),
-            args=args,
-            default=default,
-            prog=f"jaxlab train {name} --set",
-            config=(tyro.conf.FlagConversionOff,),
-            use_underscores=True,
-        )
-    except ValueError as error:  # a field's own validation (__post_init__)
+        return _tyro_config(name, default, args)
+    except (ValueError, TypeError) as error:  # a field's own validation (__post_init__)
         _fail(str(error), EXIT_USAGE)
 
 
@@ -156,28 +283,65 @@ def _field_lines(config: Any) -> list[str]:
     ]
 
 
-def cmd_list(registry: dict[str, Any]) -> None:
-    width = max((len(n) for n in registry), default=0)
-    for name in sorted(registry):
-        print(f"{name:<{width}}  {registry[name].description}")
+def cmd_list() -> None:
+    entries = index()
+    if not entries:
+        _unknown("", [], experiments_dir())
+    width = max(len(n) for n in entries)
+    for name in sorted(entries):
+        print(f"{name:<{width}}  {entries[name].description}")
 
 
-def cmd_show(registry: dict[str, Any], command: Show) -> None:
-    experiment = _lookup(registry, command.name)
+def cmd_show(command: Show) -> None:
+    experiment = load(command.name)
     print(f"{experiment.name}: {experiment.description}")
     print("\n".join(_field_lines(experiment.config)))
 
 
-def cmd_train(registry: dict[str, Any], command: Train) -> None:
-    from jaxlab import parallel, train
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced, e.g. by pytest)."""
 
-    experiment = _lookup(registry, command.name)
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("jaxlab: %(message)s"))
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        del value
+
+
+def _set_logging() -> None:
+    """The trainer's notes (checkpoint loaded, fallen back to) on stderr as ``jaxlab: ...`` lines.
+
+    Orbax's routine INFO lines (absl) are silenced here, in the program, not on import of the library.
+    """
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    logger = logging.getLogger("jaxlab")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def cmd_train(command: Train) -> None:
+    experiment = load(command.name)
     overrides = command.overrides
     overrides += (f"steps={command.steps}",) if command.steps is not None else ()
     overrides += (f"seed={command.seed}",) if command.seed is not None else ()
     config = apply_overrides(command.name, experiment.config, overrides)
     workdir = Path(command.workdir or Path("runs") / command.name)
+
+    from jaxlab import parallel, train
+
     parallel.maybe_initialize_distributed()
+    try:
+        train.validate_config(experiment, config)
+    except ValueError as error:
+        _fail(str(error), EXIT_USAGE)
     try:
         results = train.run_experiment(experiment, config, workdir)
     except (train.WorkdirError, FileNotFoundError) as error:  # FileNotFoundError: a dataset to put in place
@@ -192,16 +356,16 @@ def cmd_train(registry: dict[str, Any], command: Train) -> None:
         print(f"  {key}: {value}")
 
 
-def cmd_sample(registry: dict[str, Any], command: Sample) -> None:
-    import numpy as np
-
-    from jaxlab import train
-
-    experiment = _lookup(registry, command.name)
+def cmd_sample(command: Sample) -> None:
+    experiment = load(command.name)
     if experiment.sample is None:
         _fail(f"experiment {command.name!r} has no sampler", EXIT_USAGE)
     if command.num < 1 or (command.steps is not None and command.steps < 1):
         _fail(f"--num and --steps must be positive, got num={command.num}, steps={command.steps}", EXIT_USAGE)
+    import numpy as np
+
+    from jaxlab import train
+
     workdir = Path(command.workdir)
     try:
         config = train.read_run_config(experiment, workdir)
@@ -210,30 +374,54 @@ def cmd_sample(registry: dict[str, Any], command: Sample) -> None:
         _fail(str(error), EXIT_USAGE)
     except train.CheckpointError as error:
         _fail(str(error), EXIT_FAILED)
-    stem = workdir / f"samples-{command.steps or 'default'}steps-{command.num}"
-    np.save(stem.with_suffix(".npy"), samples)
-    print(f"wrote {stem.with_suffix('.npy')}")
+    steps = command.steps if command.steps is not None else getattr(config, "sample_steps", None)
+    stem = workdir / (f"samples-{steps}steps-{command.num}" if steps is not None else f"samples-{command.num}")
+    if not train.is_writer():
+        return
+    with train.atomic_path(stem.with_suffix(".npy")) as tmp:
+        np.save(tmp, samples)
+    print(f"wrote {stem.with_suffix('.npy')} ({command.num} samples from the EMA parameters)")
     if experiment.plot_samples is not None:
-        experiment.plot_samples(samples, stem.with_suffix(".png"))
+        extra = {} if experiment.reference_data is None else {"data": np.asarray(experiment.reference_data(config, command.num))}
+        with train.atomic_path(stem.with_suffix(".png")) as tmp:
+            experiment.plot_samples(samples, tmp, **extra)
         print(f"wrote {stem.with_suffix('.png')}")
+
+
+def _field_help(argv: list[str]) -> bool:
+    """``jaxlab train NAME --set --help``: the config fields as tyro parses them (tyro's own hint points here)."""
+    if len(argv) < 3 or argv[0] != "train":
+        return False
+    asks = any(a == "--set" and b in ("--help", "-h") for a, b in zip(argv, argv[1:]))
+    names = [a for a in argv[1:] if not a.startswith("-")]
+    if not asks or not names:
+        return False
+    experiment = load(names[0])
+    _tyro_config(experiment.name, experiment.config, ["--help"])  # prints the help and exits 0
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``jaxlab`` console script."""
-    command = tyro.extras.subcommand_cli_from_dict(
-        {"list": List, "show": Show, "train": Train, "sample": Sample},
-        prog="jaxlab",
-        args=sys.argv[1:] if argv is None else argv,
-    )
-    registry = discover()
-    if isinstance(command, List):
-        cmd_list(registry)
-    elif isinstance(command, Show):
-        cmd_show(registry, command)
-    elif isinstance(command, Train):
-        cmd_train(registry, command)
-    else:
-        cmd_sample(registry, command)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if _field_help(argv):
+            return
+        command = tyro.extras.subcommand_cli_from_dict(
+            {"list": List, "show": Show, "train": Train, "sample": Sample}, prog="jaxlab", args=argv
+        )
+        if isinstance(command, List):
+            cmd_list()
+        elif isinstance(command, Show):
+            cmd_show(command)
+        else:
+            _set_logging()
+            cmd_train(command) if isinstance(command, Train) else cmd_sample(command)
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (importing, compiling, restoring, evaluating); inside it the
+        # loop checkpoints and raises TrainingInterrupted instead.
+        print("jaxlab: interrupted; checkpoints already written are kept (re-run the same command to resume)", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
 
 
 if __name__ == "__main__":

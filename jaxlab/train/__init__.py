@@ -1,17 +1,19 @@
 """jaxlab.train — train state, generic loop, EMA, checkpoints, run files, experiments."""
 
-from jaxlab.train.checkpoint import CheckpointError, Checkpointer
-from jaxlab.train.config import TrainConfig
+from jaxlab.train.checkpoint import CheckpointError, Checkpointer, UnreadableCheckpointError
+from jaxlab.train.config import TrainConfig, check_divisible, check_fields
 from jaxlab.train.experiment import (
     RESUMABLE_FIELDS,
     Experiment,
     WorkdirError,
+    has_progress,
     import_experiment_file,
     prepare_workdir,
     read_run_config,
     run_experiment,
+    validate_config,
 )
-from jaxlab.train.files import MetricsLog, write_json_atomic, write_results
+from jaxlab.train.files import MetricsLog, atomic_path, is_writer, write_json_atomic, write_results
 from jaxlab.train.loop import (
     NonFiniteLossError,
     TrainingInterrupted,
@@ -23,7 +25,7 @@ from jaxlab.train.loop import (
 from jaxlab.train.optimizers import adamw_with_warmup
 from jaxlab.train.plots import plot_metrics
 from jaxlab.train.rng import named_key
-from jaxlab.train.state import Context, TrainState, ema_update
+from jaxlab.train.state import Context, TrainState, describe_ema, ema_decay_at, ema_update
 
 __all__ = [
     "RESUMABLE_FIELDS",
@@ -36,10 +38,18 @@ __all__ = [
     "TrainConfig",
     "TrainState",
     "TrainingInterrupted",
+    "UnreadableCheckpointError",
     "WorkdirError",
     "adamw_with_warmup",
+    "atomic_path",
+    "check_divisible",
+    "check_fields",
+    "describe_ema",
+    "ema_decay_at",
     "ema_update",
+    "has_progress",
     "import_experiment_file",
+    "is_writer",
     "init_state",
     "named_key",
     "plot_metrics",
@@ -49,6 +59,7 @@ __all__ = [
     "run_experiment",
     "train",
     "train_step",
+    "validate_config",
     "write_json_atomic",
     "write_results",
 ]

@@ -1,31 +1,56 @@
 """Atomic, sharding-aware checkpoints of a train state (orbax).
 
-A checkpoint stores the state's leaves as a flat ``{index: array}`` tree plus a
-JSON manifest of their paths, shapes and dtypes. Restoring first reads the
-manifest and compares it with the state the current configuration builds, so
-a checkpoint from another experiment or configuration is refused with a
-message that says what differs, before anything is loaded or overwritten.
-Orbax writes each step into a temporary directory and renames it when
-complete, so an interrupted write never replaces the last good checkpoint.
+A checkpoint step directory holds two orbax items:
+
+* ``state`` — the train state as a named tree (``params``, ``opt_state``,
+  ``ema_params``, ``step``, ``key`` with the parameter names below them), so
+  plain orbax reads it: ``ocp.StandardCheckpointer().restore(".../20/state")``;
+* ``manifest`` — JSON: the leaves' paths, shapes and dtypes.
+
+Restoring first reads the manifest and compares it with the state the current
+configuration builds, so a checkpoint from another experiment or
+configuration is refused with a message that says what differs, before
+anything is loaded or overwritten. A checkpoint that cannot be read (a
+truncated or damaged file) is skipped for the newest readable one, with a
+warning naming both; training moves the unreadable one aside
+(``checkpoints/<step>.unreadable``) rather than deleting it. Orbax writes each
+step into a temporary directory and renames it when complete, so an
+interrupted write never replaces the last good checkpoint.
+
+Checkpoints of jaxlab before the named layout (``state`` stored as a flat
+``{"00000": leaf, ...}`` tree; the manifest has no ``format``) are still read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
+import flax.serialization
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxlab.train.state import TrainState
+log = logging.getLogger("jaxlab.train")
 
-logging.getLogger("absl").setLevel(logging.WARNING)
+FORMAT = 2  # the named layout; manifests without "format" are the flat layout (1)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint directory that cannot be used for this run."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """One checkpoint step could not be read (damaged or not written by jaxlab)."""
+
+    def __init__(self, step: int, reason: str):
+        self.step, self.reason = step, reason
+        super().__init__(f"checkpoint step {step} is unreadable ({reason})")
 
 
 def _storable(state: TrainState) -> TrainState:
@@ -42,7 +67,67 @@ def _manifest(tree: Any) -> list[dict[str, Any]]:
 
 
 def _flat(tree: Any) -> dict[str, Any]:
+    """The format-1 layout, kept to read old checkpoints."""
     return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
+
+
+def _named(tree: TrainState) -> dict[str, Any]:
+    """The state as nested dicts keyed by field and parameter names (tuples as "0", "1", ...)."""
+    return flax.serialization.to_state_dict(tree)
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """Orbax logs a damaged file's content at ERROR before raising; the raised error is reported instead."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
+
+
+def _is_closed_loop_callback(unraisable: Any) -> bool:
+    tb, last = unraisable.exc_traceback, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return (
+        isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == "Event loop is closed"
+        and last is not None
+        and last.tb_frame.f_code.co_name == "_check_closed"
+    )
+
+
+def _silence_late_read_callbacks() -> None:
+    """Drops the "Event loop is closed" errors of reads still in flight when a failed restore gave up.
+
+    Orbax runs a restore's reads on an event loop that it closes as soon as
+    one read fails; TensorStore then reports every other read's completion
+    callback as an unraisable error, dozens of tracebacks after the one error
+    that is reported. Only that exact error is dropped; installed once, on
+    the first failed read.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxlab_filter", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _is_closed_loop_callback(unraisable):
+            previous(unraisable)
+
+    hook._jaxlab_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def short_reason(error: BaseException, limit: int = 200) -> str:
+    """A one-line cause of a read failure, without TensorStore's multi-kilobyte spec dumps."""
+    text = str(error).split(" [tensorstore_spec", 1)[0].strip()
+    array = re.search(r'Error reading "([^"/]+)/', text)
+    cause = text.rsplit(": ", 1)[-1] if ": " in text else text
+    reason = f"{type(error).__name__}: " + (f"array {array.group(1)}: " if array else "") + cause
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
 class Checkpointer:
@@ -55,14 +140,20 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, *, keep: int = 3):
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False
-        )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self.keep = keep
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True, enable_async_checkpointing=False)
+        return ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
         return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """The steps of all complete checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
 
     def save(self, state: TrainState) -> None:
         """Writes ``state`` at its own step (a no-op if that step is already saved)."""
@@ -71,24 +162,26 @@ class Checkpointer:
             return
         storable = _storable(state)
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(_flat(storable)),
-            manifest=ocp.args.JsonSave({"leaves": _manifest(storable)}),
+            state=ocp.args.StandardSave(_named(storable)),
+            manifest=ocp.args.JsonSave({"format": FORMAT, "leaves": _manifest(storable)}),
         )
         self._manager.save(step, args=args, force=True)
         self._manager.wait_until_finished()
 
     def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
-        """Loads a checkpoint into the structure and shardings of ``abstract_state``.
+        """Loads one checkpoint into the structure and shardings of ``abstract_state``.
 
         Args:
           abstract_state: a state of ``jax.ShapeDtypeStruct`` leaves (with
             ``sharding``) as built by the current configuration; its ``key``
             leaf is a typed key.
-          step: which step; the latest by default.
+          step: which step; the latest by default (see
+            :meth:`restore_newest_readable` for falling back to older ones).
 
         Raises:
-          CheckpointError: no checkpoint, an unreadable one, or one whose
-            leaves differ from what this configuration builds.
+          CheckpointError: no checkpoint, an unreadable one
+            (:class:`UnreadableCheckpointError`), or one whose leaves differ
+            from what this configuration builds.
         """
         step = self.latest_step() if step is None else step
         if step is None:
@@ -96,26 +189,69 @@ class Checkpointer:
         expected_tree = _storable_abstract(abstract_state)
         expected = _manifest(expected_tree)
         try:
-            found = self._manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
-        except Exception as error:  # noqa: BLE001 - any failure to read means a corrupt directory
-            raise CheckpointError(
-                f"checkpoint at step {step} in {self.directory} is unreadable ({type(error).__name__}: {error}); "
-                "it may be corrupt or not written by jaxlab. Nothing was changed; use another --workdir."
-            ) from error
-        _check_manifest(found["manifest"]["leaves"], expected, where=f"{self.directory} step {step}")
-        targets = _flat(expected_tree)
+            with _quiet_absl():
+                found = self._manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
+            found = found["manifest"]
+            leaves, layout = found["leaves"], found.get("format", 1)
+        except Exception as error:  # noqa: BLE001 - any failure to read means a damaged step directory
+            raise UnreadableCheckpointError(step, f"manifest: {short_reason(error)}") from error
+        _check_manifest(leaves, expected, where=f"{self.directory} step {step}")
+        targets = _named(expected_tree) if layout >= FORMAT else _flat(expected_tree)
         try:
-            restored = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(targets))
-            )["state"]
+            with _quiet_absl():
+                restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(targets)))
+            restored = restored["state"]
         except Exception as error:  # noqa: BLE001
-            raise CheckpointError(
-                f"checkpoint at step {step} in {self.directory} could not be loaded "
-                f"({type(error).__name__}: {error}); it may be corrupt. Nothing was changed."
-            ) from error
-        leaves = [restored[name] for name in sorted(restored)]
-        state = jax.tree.unflatten(jax.tree.structure(expected_tree), leaves)
+            _silence_late_read_callbacks()
+            raise UnreadableCheckpointError(step, short_reason(error)) from error
+        if layout >= FORMAT:
+            state = flax.serialization.from_state_dict(expected_tree, restored)
+        else:
+            state = jax.tree.unflatten(jax.tree.structure(expected_tree), [restored[k] for k in sorted(restored)])
         return state.replace(key=jax.random.wrap_key_data(state.key))  # the default impl, as jax.random.key makes
+
+    def restore_newest_readable(self, abstract_state: TrainState) -> tuple[TrainState, list[UnreadableCheckpointError]]:
+        """The newest checkpoint that can be read, and the newer ones that could not.
+
+        A checkpoint of another configuration is refused at once (older ones
+        are of the same run); only unreadable ones are skipped.
+
+        Raises:
+          CheckpointError: no checkpoint at all, none readable (each one's
+            reason listed), or a checkpoint of another configuration.
+        """
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint found in {self.directory}")
+        skipped: list[UnreadableCheckpointError] = []
+        for step in reversed(steps):
+            try:
+                return self.restore(abstract_state, step), skipped
+            except UnreadableCheckpointError as error:
+                skipped.append(error)
+        reasons = "; ".join(f"step {e.step}: {e.reason}" for e in skipped)
+        raise CheckpointError(
+            f"no readable checkpoint in {self.directory} ({reasons}). Nothing was changed; "
+            "the files may be damaged or not written by jaxlab. Train into a new --workdir."
+        )
+
+    def set_aside(self, step: int) -> Path:
+        """Renames step ``step``'s directory to ``<step>.unreadable`` (kept, out of orbax's way); process 0 only."""
+        source = self.directory / str(step)
+        target = self.directory / f"{step}.unreadable"
+        suffix = 1
+        while target.exists():
+            suffix += 1
+            target = self.directory / f"{step}.unreadable-{suffix}"
+        if jax.process_index() == 0:
+            source.rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"jaxlab set aside checkpoint {step}")
+        self._manager.close()
+        self._manager = self._open()  # forget the step it had listed
+        return target
 
     def close(self) -> None:
         self._manager.close()

@@ -34,7 +34,13 @@ class Experiment:
         flat results dict (written to ``results.json`` by :func:`run_experiment`).
       sample: optional ``(config, workdir, *, num, steps, seed) -> np.ndarray``
         for ``jaxlab sample``: loads the latest checkpoint and samples.
-      plot_samples: optional ``(samples, path) -> None`` drawing them to a PNG.
+      plot_samples: optional ``(samples, path) -> None`` drawing them to a PNG;
+        with ``reference_data`` it is called as ``(samples, path, data=...)``.
+      reference_data: optional ``(config, num) -> np.ndarray``: data points
+        that ``jaxlab sample`` draws beside the samples.
+      sharded_fields: config fields split over all devices (the trainer's
+        batch), so they must be divisible by the device count; checked before
+        anything is written. Experiments that do not use the trainer set ``()``.
     """
 
     name: str
@@ -42,7 +48,9 @@ class Experiment:
     config: Any
     run: Callable[[Any, Path], dict[str, Any]]
     sample: Callable[..., Any] | None = None
-    plot_samples: Callable[[Any, Path], None] | None = None
+    plot_samples: Callable[..., None] | None = None
+    reference_data: Callable[[Any, int], Any] | None = None
+    sharded_fields: tuple[str, ...] = ("batch_size",)
 
 
 def import_experiment_file(path: str | Path) -> types.ModuleType:
@@ -68,7 +76,7 @@ def import_experiment_file(path: str | Path) -> types.ModuleType:
 
 
 class WorkdirError(RuntimeError):
-    """A run directory that belongs to something else."""
+    """A run directory that belongs to something else, or whose ``config.json`` cannot be read."""
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -76,7 +84,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(default: Any, values: dict[str, Any]) -> Any:
-    """Rebuilds a config from ``config.json`` values, converting lists back to tuples."""
+    """Rebuilds a config from ``config.json`` values, converting lists back to tuples.
+
+    Fields that ``config.json`` lacks (added to the experiment since) take their defaults.
+    """
     hints = typing.get_type_hints(type(default))
     fields = {f.name for f in dataclasses.fields(default)}
     unknown = sorted(set(values) - fields)
@@ -93,19 +104,72 @@ def read_run_config(experiment: Experiment, workdir: str | Path) -> Any:
     """The configuration a run directory was trained with.
 
     Raises:
-      WorkdirError: no ``config.json``, or one written for another experiment.
+      WorkdirError: no ``config.json``, one that is not valid JSON or holds
+        invalid values (a damaged file), or one written for another experiment.
     """
     path = Path(workdir) / "config.json"
     if not path.exists():
         raise WorkdirError(f"{workdir} has no config.json: it is not a jaxlab run directory (train into it first)")
-    saved = json.loads(path.read_text())
+
+    def damaged(reason: str) -> WorkdirError:
+        return WorkdirError(
+            f"{path} is damaged ({reason}); nothing was changed. Restore it (it holds "
+            '{"experiment": NAME, "config": {FIELD: VALUE, ...}}, the values the run was trained with) '
+            "or use a new --workdir."
+        )
+
+    try:
+        saved = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise damaged(f"not valid JSON: {error}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise damaged("expected an object with a 'config' object")
     if saved.get("experiment") != experiment.name:
         raise WorkdirError(f"{workdir} holds a run of {saved.get('experiment')!r}, not {experiment.name!r}")
-    return config_from_dict(experiment.config, saved["config"])
+    try:
+        return config_from_dict(experiment.config, saved["config"])
+    except (TypeError, ValueError) as error:  # a value of the wrong type or outside its range
+        raise damaged(str(error)) from None
 
 
 # Fields a resumed run may change: they do not affect what is computed.
 RESUMABLE_FIELDS = frozenset({"steps", "log_every", "checkpoint_every", "keep_checkpoints"})
+
+
+def has_progress(workdir: str | Path) -> bool:
+    """Whether a run directory holds anything a new configuration would lose.
+
+    That is a complete checkpoint (``checkpoints/<step>``, also in the
+    per-network subdirectories some experiments train into) or a
+    ``results.json``. A directory without either — a start that failed before
+    its first checkpoint — counts as fresh.
+    """
+    workdir = Path(workdir)
+    if (workdir / "results.json").exists():
+        return True
+    directories = [workdir / "checkpoints", *workdir.glob("*/checkpoints")]
+    return any(step.name.isdigit() for ckpt in directories if ckpt.is_dir() for step in ckpt.iterdir())
+
+
+def validate_config(experiment: Experiment, config: Any, num_devices: int | None = None) -> None:
+    """The checks that need the machine, run before anything is written or compiled.
+
+    The fields' own checks ran when the config was built; this adds that the
+    fields in ``experiment.sharded_fields`` divide over ``num_devices`` (all
+    of ``jax.devices()`` by default).
+
+    Raises:
+      ValueError: naming the field, the device count and the value.
+    """
+    from jaxlab.train.config import check_divisible
+
+    if not experiment.sharded_fields:
+        return
+    if num_devices is None:
+        import jax
+
+        num_devices = jax.device_count()
+    check_divisible(config, experiment.sharded_fields, num_devices)
 
 
 def prepare_workdir(experiment: Experiment, config: Any, workdir: str | Path) -> Path:
@@ -113,11 +177,13 @@ def prepare_workdir(experiment: Experiment, config: Any, workdir: str | Path) ->
 
     A run is resumed by re-running with the same configuration; only the
     fields in :data:`RESUMABLE_FIELDS` (``steps`` to extend a run) may change.
+    A directory with a ``config.json`` but no checkpoint and no results (a
+    start that failed early) is treated as fresh and takes the new values.
 
     Raises:
       WorkdirError: the directory belongs to another experiment, is not a run
-        directory, or was trained with other values of some field. Nothing is
-        written in that case.
+        directory, or holds progress made with other values of some field.
+        Nothing is written in that case.
     """
     workdir = Path(workdir)
     if (workdir / "config.json").exists():
@@ -127,19 +193,20 @@ def prepare_workdir(experiment: Experiment, config: Any, workdir: str | Path) ->
             for f in dataclasses.fields(config)
             if f.name not in RESUMABLE_FIELDS and getattr(config, f.name) != getattr(saved, f.name)
         ]
-        if differing:
+        if differing and has_progress(workdir):
             raise WorkdirError(
                 f"{workdir} was trained with a different configuration: {', '.join(differing)}. "
                 "Resume with the saved values or use a new --workdir."
             )
-    elif (workdir / "checkpoints").exists():
-        raise WorkdirError(f"{workdir} has checkpoints but no config.json: not a jaxlab run directory")
+    elif has_progress(workdir):
+        raise WorkdirError(f"{workdir} has checkpoints or results but no config.json: not a jaxlab run directory")
     write_json_atomic(workdir / "config.json", {"experiment": experiment.name, "config": config_to_dict(config)})
     return workdir
 
 
 def run_experiment(experiment: Experiment, config: Any, workdir: str | Path) -> dict[str, Any]:
-    """Runs an experiment into ``workdir`` and writes ``results.json``."""
+    """Checks ``config`` against the machine and ``workdir``, runs the experiment and writes ``results.json``."""
+    validate_config(experiment, config)
     workdir = prepare_workdir(experiment, config, workdir)
     results = experiment.run(config, workdir)
     write_results(workdir, results)

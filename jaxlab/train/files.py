@@ -1,11 +1,18 @@
-"""Run-directory files: atomic JSON writes and the ``metrics.jsonl`` log."""
+"""Run-directory files: atomic JSON writes and the ``metrics.jsonl`` log.
+
+Only process 0 writes (every process of a multi-host run computes the same
+figures); on the others these functions do nothing. Files are created with
+the usual permissions (0666 less the umask), like any other file a run writes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +26,52 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Writes JSON to a temporary file in the same directory, then renames it over ``path``."""
-    path = Path(path)
+def is_writer() -> bool:
+    """Whether this process writes run files: process 0 only."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to a fresh temporary file beside ``path``, flushes it, and renames it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    # os.open with 0o666 applies the umask (tempfile.mkstemp would force 0600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_jsonable)
-            f.write("\n")
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) to write to; renamed over ``path`` if the block succeeds.
+
+    For files written by other libraries (``np.save``, ``savefig``): a crash
+    or a full disk leaves the previous file as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Writes JSON to a temporary file in the same directory, then renames it over ``path`` (process 0 only)."""
+    if not is_writer():
+        return
+    _replace_atomically(Path(path), json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
 def write_results(workdir: str | Path, results: dict[str, Any]) -> Path:
@@ -47,30 +87,37 @@ def write_results(workdir: str | Path, results: dict[str, Any]) -> Path:
             raise ValueError(f"results[{name!r}] must be a number or string, got {type(value).__name__}")
         flat[name] = value
     path = Path(workdir) / "results.json"
-    write_json_atomic(path, flat)
+    write_json_atomic(path, flat)  # process 0 only
     return path
 
 
 class MetricsLog:
-    """Appends one JSON object per logged step to ``metrics.jsonl``."""
+    """Appends one JSON object per logged step to ``metrics.jsonl`` (process 0 only)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
     def truncate_after(self, step: int) -> None:
         """Drops lines past ``step`` (written after the checkpoint a run resumes from)."""
-        if not self.path.exists():
+        if not self.path.exists() or not is_writer():
             return
         kept = [line for line in self.read() if line.get("step", 0) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        _replace_atomically(self.path, "".join(json.dumps(line) + "\n" for line in kept))
 
     def append(self, record: dict[str, Any]) -> None:
+        if not is_writer():
+            return
         with self.path.open("a") as f:
             f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
 
     def read(self) -> list[dict[str, Any]]:
+        """The logged records; a line cut short (a crash while appending) is skipped."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records

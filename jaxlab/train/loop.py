@@ -2,7 +2,7 @@
 
 The loop knows no particular method. A method provides ``init(key, batch)`` and
 either ``loss(params, batch, *, key, ctx)`` — differentiated here — or its own
-``train_step(state, batch, *, key, ctx)`` with ``init_opt_state(params)`` for
+``train_step(params, opt_state, batch, *, key, ctx) -> (params, opt_state, metrics)`` with ``init_opt_state(params)`` for
 alternating updates of several networks. After either, the loop updates the
 EMA and the step counter.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -29,14 +30,16 @@ from tqdm.auto import tqdm
 from jaxlab import parallel
 from jaxlab.train.checkpoint import Checkpointer
 from jaxlab.train.config import TrainConfig
-from jaxlab.train.files import MetricsLog, write_json_atomic
+from jaxlab.train.files import MetricsLog, is_writer, write_json_atomic
 from jaxlab.train.plots import plot_metrics
 from jaxlab.train.rng import named_key
 from jaxlab.train.signals import StopRequest
-from jaxlab.train.state import Context, TrainState, ema_update
+from jaxlab.train.state import Context, TrainState, ema_decay_at, ema_update
 
 Batch = Any
 BatchFn = Callable[[int], Batch]
+EvalFn = Callable[[TrainState], dict[str, Any]]
+log = logging.getLogger("jaxlab.train")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -79,12 +82,18 @@ def train_step(
     state: TrainState,
     batch: Batch,
     frozen: Any = None,
+    *,
+    ema_warmup: bool = True,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step (pure; the loop jits it with the state donated)."""
+    """One optimizer step (pure; the loop jits it with the state donated).
+
+    The EMA is updated with ``ema_decay_at(state.step, ema_decay, warmup=ema_warmup)``.
+    """
     key = jax.random.fold_in(state.key, state.step)
     ctx = Context(step=state.step, ema_params=state.ema_params, frozen=frozen)
     if has_own_train_step(method):
-        new_state, metrics = method.train_step(state, batch, key=key, ctx=ctx)
+        params, opt_state, metrics = method.train_step(state.params, state.opt_state, batch, key=key, ctx=ctx)
+        new_state = state.replace(params=params, opt_state=opt_state)
     else:
         def loss_fn(params):
             return method.loss(params, batch, key=key, ctx=ctx)
@@ -94,8 +103,9 @@ def train_step(
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(params=params, opt_state=opt_state)
         metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
+    decay = ema_decay_at(state.step, ema_decay, warmup=ema_warmup)
     new_state = new_state.replace(
-        ema_params=ema_update(state.ema_params, new_state.params, ema_decay), step=state.step + 1
+        ema_params=ema_update(state.ema_params, new_state.params, decay), step=state.step + 1
     )
     return new_state, metrics
 
@@ -140,14 +150,41 @@ def restore_state(
     *,
     mesh: jax.sharding.Mesh | None = None,
 ) -> TrainState:
-    """Loads the latest checkpoint of a run directory (for sampling and evaluation)."""
+    """Loads the newest readable checkpoint of a run directory (for sampling and evaluation).
+
+    Unreadable newer checkpoints are skipped with a warning and left as they
+    are; the step loaded is logged (logger ``jaxlab.train``, level INFO).
+    """
     mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
     abstract, _ = abstract_train_state(method, optimizer, batch, config, mesh)
     checkpointer = Checkpointer(Path(workdir) / "checkpoints", keep=config.keep_checkpoints)
     try:
-        return checkpointer.restore(abstract)
+        state, skipped = checkpointer.restore_newest_readable(abstract)
     finally:
         checkpointer.close()
+    for error in skipped:
+        log.warning(
+            "%s; falling back to step %d, the newest readable checkpoint, which is intact (nothing was changed)",
+            error, int(state.step),
+        )
+    log.info("loaded checkpoint step %d from %s", int(state.step), checkpointer.directory)
+    return state
+
+
+def _resume_or_init(checkpointer, abstract, init):
+    """The newest readable checkpoint (moving unreadable newer ones aside), or a fresh state."""
+    if not checkpointer.all_steps():
+        return init()
+    state, skipped = checkpointer.restore_newest_readable(abstract)
+    for error in skipped:
+        moved = checkpointer.set_aside(error.step)
+        log.warning(
+            "%s; falling back to step %d, the newest readable checkpoint, which is intact. "
+            "The unreadable one was moved to %s.",
+            error, int(state.step), moved,
+        )
+    log.info("resuming from checkpoint step %d in %s", int(state.step), checkpointer.directory)
+    return state
 
 
 def train(
@@ -160,6 +197,7 @@ def train(
     frozen: Any = None,
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = True,
+    evaluate: EvalFn | None = None,
 ) -> TrainState:
     """Trains ``method`` up to ``config.steps``, resuming from ``workdir`` if it has a checkpoint.
 
@@ -172,40 +210,52 @@ def train(
       frozen: trees the loss reads but never trains (a teacher).
       mesh: the device mesh; ``parallel.make_mesh(config.strategy)`` by default.
       progress: show a tqdm progress bar.
+      evaluate: optional ``state -> {name: scalar}``, called at every
+        checkpoint step; its figures go into that step's ``metrics.jsonl``
+        line as ``eval_<name>`` and into ``loss.png``. It must not change
+        the state (it does not enter the training computation).
 
     Returns:
       The final train state (sharded over ``mesh``).
 
     Raises:
+      ValueError: a batch that does not divide over the devices (before
+        anything is written).
       NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
       TrainingInterrupted: SIGINT/SIGTERM arrived (a checkpoint of the current step was written).
-      CheckpointError: the run directory holds an unusable or foreign checkpoint.
+      CheckpointError: the run directory holds a foreign checkpoint, or none that is readable.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
     batch_sharding = parallel.batch_sharding(mesh)
     first_batch = batches(0)
+    parallel.put_global_batch(first_batch, batch_sharding)  # raises on a bad batch size before any write
     abstract, shardings = abstract_train_state(method, optimizer, first_batch, config, mesh)
 
+    if is_writer():
+        workdir.mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-    log = MetricsLog(workdir / "metrics.jsonl")
-    if checkpointer.latest_step() is not None:
-        state = checkpointer.restore(abstract)
-    else:
-        init = jax.jit(lambda b: init_state(method, optimizer, b, config.seed), out_shardings=shardings)
-        state = init(first_batch)
+    metrics_log = MetricsLog(workdir / "metrics.jsonl")
+    init = jax.jit(lambda b: init_state(method, optimizer, b, config.seed), out_shardings=shardings)
+    try:
+        state = _resume_or_init(checkpointer, abstract, lambda: init(first_batch))
+    except BaseException:
+        checkpointer.close()
+        raise
     start = int(state.step)
-    log.truncate_after(start)
+    metrics_log.truncate_after(start)
     write_json_atomic(workdir / "trainer.json", {"devices": len(mesh.devices.flat), "mesh": dict(mesh.shape)})
 
-    step_fn = _jitted_train_step(method, optimizer, config.ema_decay, mesh, config.strategy, _signature(abstract))
+    ema = (config.ema_decay, getattr(config, "ema_warmup", True))
+    step_fn = _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract))
     try:
-        state = _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, log, progress)
+        state = _run_steps(
+            state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, metrics_log, progress, evaluate
+        )
     finally:
         checkpointer.close()
-        if log.path.exists():
-            plot_metrics(log.read(), workdir / "loss.png")
+        if is_writer() and metrics_log.path.exists():
+            plot_metrics(metrics_log.read(), workdir / "loss.png")
     return state
 
 
@@ -216,24 +266,25 @@ def _signature(abstract: TrainState) -> tuple:
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_train_step(method, optimizer, ema_decay, mesh, strategy, signature):
-    """One jitted step per (method, optimizer, mesh, state layout), reused across ``train`` calls.
+def _jitted_train_step(method, optimizer, ema, mesh, strategy, signature):
+    """One jitted step per (method, optimizer, EMA, mesh, state layout), reused across ``train`` calls.
 
     Reusing the jitted function lets JAX reuse its compilation when a process
     trains the same model again (resuming in a notebook, tests).
     """
+    ema_decay, ema_warmup = ema
     treedef, leaves = signature
     abstract = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves])
     shardings = parallel.state_shardings(abstract, mesh, strategy)
     return jax.jit(
-        functools.partial(train_step, method, optimizer, ema_decay),
+        functools.partial(train_step, method, optimizer, ema_decay, ema_warmup=ema_warmup),
         out_shardings=(shardings, parallel.replicated(mesh)),
         donate_argnums=0,
     )
 
 
-def _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, log, progress):
-    """Steps ``start + 1 … config.steps``: log, checkpoint, honour signals, stop on a non-finite loss.
+def _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, log_file, progress, evaluate):
+    """Steps ``start + 1 … config.steps``: log, checkpoint, evaluate, honour signals, stop on a non-finite loss.
 
     Each step's loss is fetched one step late (after the next step is
     dispatched) so the host never stalls the device, except at log and
@@ -266,8 +317,11 @@ def _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, c
                 now = time.perf_counter()
                 steps_per_sec = means.count / max(now - interval_start, 1e-9)
                 record = {"step": step, **means.pop(), "steps_per_sec": steps_per_sec}
+                if must_save and evaluate is not None and not stop.requested:
+                    record.update({f"eval_{k}": float(v) for k, v in evaluate(state).items()})
+                    now = time.perf_counter()  # the evaluation's time is not training time
                 interval_start = now
-                log.append(record)
+                log_file.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
             bar.update(1)
             if must_save:

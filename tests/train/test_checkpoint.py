@@ -1,16 +1,20 @@
-"""Checkpoints: exact round trip, refusal of foreign or corrupt directories without changing them."""
+"""Checkpoints: exact round trip, a named tree plain orbax reads, fall-back past unreadable steps,
+refusal of foreign or wholly unreadable directories without changing them."""
 
 import dataclasses
 import hashlib
+import logging
 from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from jaxlab.generative import RectifiedFlow
 from jaxlab.nn import TimeMLP
 from jaxlab.train import CheckpointError, Checkpointer, restore_state, train
+from jaxlab.train.checkpoint import _flat, _manifest, _storable
 from tests.train.tiny import param_leaves
 
 
@@ -62,15 +66,77 @@ def test_foreign_checkpoint_is_refused_and_left_alone(trained):
     assert _digest(workdir / "checkpoints") == before
 
 
-def test_corrupt_checkpoint_is_refused_and_left_alone(trained):
+def _truncate_arrays(step_dir: Path) -> None:
+    """Cuts every array data file of a step in half, as a full disk or an interrupted copy would."""
+    data = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert data
+    for path in data:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_unreadable_checkpoints_only_are_refused_and_left_alone(trained):
     _, (method, optimizer, batches, _), config, workdir = trained
-    for path in (workdir / "checkpoints" / "20").rglob("*"):
-        if path.is_file() and path.stat().st_size > 0:
-            path.write_bytes(b"\x00garbage" * 3)
+    for step in ("10", "20"):
+        for path in (workdir / "checkpoints" / step).rglob("*"):
+            if path.is_file() and path.stat().st_size > 0:
+                path.write_bytes(b"\x00garbage" * 3)
     before = _digest(workdir / "checkpoints")
-    with pytest.raises(CheckpointError, match="step 20"):
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint.*step 20: .*step 10: ") as error:
         train(method, optimizer, batches, dataclasses.replace(config, steps=30), workdir, progress=False)
+    assert "Nothing was changed" in str(error.value) and len(str(error.value)) < 800
     assert _digest(workdir / "checkpoints") == before
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_intact_previous_one(trained, tmp_path, caplog):
+    _, (method, optimizer, batches, _), config, workdir = trained
+    _truncate_arrays(workdir / "checkpoints" / "20")
+    damaged = _digest(workdir / "checkpoints" / "20")
+    before = _digest(workdir / "checkpoints")
+
+    # Sampling reads the newest readable step and changes nothing.
+    with caplog.at_level(logging.INFO, logger="jaxlab.train"):
+        restored = restore_state(method, optimizer, batches(0), config, workdir)
+    assert int(restored.step) == 10
+    assert "step 20 is unreadable" in caplog.text and "loaded checkpoint step 10" in caplog.text
+    assert _digest(workdir / "checkpoints") == before
+
+    # Training resumes from step 10, keeps the damaged step aside, and ends where a straight run does.
+    caplog.clear()
+    longer = dataclasses.replace(config, steps=30)
+    with caplog.at_level(logging.WARNING, logger="jaxlab.train"):
+        resumed = train(method, optimizer, batches, longer, workdir, progress=False)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "step 20 is unreadable" in warning and "falling back to step 10" in warning and "intact" in warning
+    assert "tensorstore_spec" not in warning and len(warning) < 600
+    assert _digest(workdir / "checkpoints" / "20.unreadable") == damaged  # moved, not deleted or overwritten
+    straight = train(method, optimizer, batches, longer, tmp_path / "straight", progress=False)
+    for a, b in zip(param_leaves(straight), param_leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(restore_state(method, optimizer, batches(0), longer, workdir).step) == 30
+
+
+def test_checkpoints_are_a_named_tree_plain_orbax_reads(trained):
+    state, _, _, workdir = trained
+    tree = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / "20" / "state")
+    assert set(tree) == {"params", "opt_state", "ema_params", "step", "key"}
+    kernel = tree["ema_params"]["params"]["Dense_0"]["kernel"]
+    np.testing.assert_array_equal(np.asarray(kernel), np.asarray(state.ema_params["params"]["Dense_0"]["kernel"]))
+    assert int(tree["step"]) == 20
+
+
+def test_flat_checkpoints_of_earlier_versions_still_load(trained, tmp_path):
+    """The layout before named trees: ``{"00000": leaf, ...}`` and a manifest without ``format``."""
+    state, (method, optimizer, batches, _), config, _ = trained
+    storable = _storable(jax.device_get(state))
+    options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
+    with ocp.CheckpointManager(tmp_path / "old" / "checkpoints", options=options) as manager:
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(_flat(storable)), manifest=ocp.args.JsonSave({"leaves": _manifest(storable)})
+        )
+        manager.save(20, args=args)
+    restored = restore_state(method, optimizer, batches(0), config, tmp_path / "old")
+    for a, b in zip(param_leaves(state), param_leaves(restored), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_missing_checkpoint_is_a_clear_error(tiny, tmp_path):
