@@ -53,9 +53,8 @@ class MethodConfig(TrainConfig):
     step_counts: tuple[int, ...] = STEP_COUNTS
     sigma_data: float = 0.5  # the data's std in the EDM scalings of CT/iCT/CD
     shortcut_max_steps: int = 128
-    # One level of the step-size ladder learns from the level below, so EMA targets (decay 0.999)
-    # lag by ~1,000 steps per level: at this budget online targets do far better (toy 2-D, 8k steps:
-    # one-step energy 5.9e-4 online, 9.6e-4 with EMA-0.99 targets, worse still with 0.999).
+    # Each level of the step-size ladder learns from the one below, so EMA targets (decay 0.999) lag
+    # ~1,000 steps per level: at these budgets online targets do far better (docs/results.md).
     shortcut_bootstrap_fraction: float = 0.5
     shortcut_bootstrap_target: Literal["ema", "online"] = "online"
     shortcut_coupling: Literal["independent", "minibatch_ot"] = "independent"  # the paper's; iSM pairs by minibatch OT

@@ -47,7 +47,7 @@ class Config(digits.DigitsTrainConfig, fewstep.MethodConfig):
 
     eval_samples: int = 500
     sid_ema_decay: float | None = 0.99
-    # The paper's independent coupling (the measured digits numbers use it), so no separate comparison row.
+    # The shortcut row already uses the paper's independent coupling (MethodConfig's default), so no second row.
     methods: tuple[str, ...] = tuple(m for m in fewstep.METHODS if m != "shortcut_independent")
 
 

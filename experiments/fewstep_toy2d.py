@@ -9,9 +9,10 @@ flow baseline itself (its EMA parameters). Every method is sampled at 1, 2,
 scored by the unbiased squared energy distance to fresh data, averaged over
 ``eval_repeats`` disjoint pairs of ``eval_samples`` points, with the wall
 time of one jitted batch of all ``eval_samples · eval_repeats``. The best
-models sit within ~1e-4 of the data, so the default scores one set of 64,000
-points: at 2,000 the estimator's own spread (~5e-4) would swamp them.
-``energy_data`` (fresh data against other data) shows the floor.
+models sit so close to the data that the default scores one set of 64,000
+points: at 2,000 the estimator's own spread would swamp the differences.
+``energy_data`` (fresh data against other data) shows the floor. Measured
+figures: ``docs/results.md``.
 
 The shortcut model pairs data and noise by minibatch optimal transport
 (``shortcut_coupling``); the ``shortcut_independent`` row is the same model
@@ -62,34 +63,18 @@ toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
 class Config(toy2d.Toy2DConfig, fewstep.MethodConfig):
     """fewstep-toy2d configuration; the trainer fields apply to every method alike."""
 
-    # The unbiased energy estimator's spread between samples of one distribution falls as 1/n: ~5e-4 at
-    # 2,000 points, ~6e-5 at 32,000, ~2e-5 at 64,000, below the best figures compared (~3e-5 to 1e-4).
+    # The energy estimator's spread falls as 1/n; at 64,000 points it is below the gaps between the best models.
     eval_samples: int = 64000
     eval_repeats: int = 1  # energies are averaged over this many disjoint sample sets
     sigma_data: float = 1.0  # the checkerboard's per-coordinate std (CT/iCT/CD scalings)
-    # SiD's fake score must track the moving generator. With the paper's one update at the generator's rate (1e-4)
-    # it lags: the raw generator scored 4-7e-3 and only its EMA 2.5-7e-4, and reruns of one seed differed 2.7x.
-    # Four fake updates per generator update at 1e-3 (the two-time-scale rule of DMD2, Yin et al. 2024) gave
-    # one-step energies of 1.7-2.1e-4 over seeds 0-3 (raw generator 4-7e-4). Against the teacher's 128 steps
-    # (2.2e-4 at seed 0, 0.8-1.2e-4 at seeds 1-3) that is 0.8x at the default seed and 1.7-2.5x at the others.
-    # At seed 1 (2.1e-4) these did no better: 8 fake updates (2.0e-4), fake rate 3e-3 (2.6e-4), generator
-    # rate 5e-5 or 2e-4 (2.2e-4, 2.0e-4), EMA 0.9995, t_min 0.002, t_g = 0.5 (all 2.0-2.1e-4). Flow Generator
-    # Matching's alpha = 0.5 did: 1.46e-4 / 1.53e-4 / 1.54e-4 / 1.40e-4 at seeds 0-3 (alpha = 1.0: 1.85e-4 at
-    # seed 1), i.e. 0.65x / 1.8x / 1.9x / 1.2x the teacher's 128 steps.
-    # With alpha = 0.5 SiD plateaus: at seed 1 its EMA generator wandered between 1.4e-4 and 2.5e-4 from 4k to
-    # 16k steps. At seeds 1 / 2 (defaults 1.5-1.7e-4 / 1.5e-4; reruns of one seed differ ~10%) nothing helped
-    # beyond that noise: the authors' rho = 7 sigma grid for the generator loss's times (1.7e-4 / 1.4e-4), that
-    # grid with their EDM-weighted lognormal fake-score loss (2.7e-4 / 1.8e-4), a cosine decay of the generator
-    # rate (1.9e-4 / 1.6e-4) or of both rates (1.6e-4 / 1.6e-4), alpha = 0.25 (1.7e-4, seed 1), the batch-wide
-    # or no weighting (1.9e-4, 2.2e-4, seed 1).
+    # Four fake-score updates at 10x the generator's rate (DMD2's two-time-scale rule) keep the fake score on the
+    # moving generator, and alpha = 0.5 beat the paper's 1.2 at every seed tried (sweep: docs/results.md).
     sid_alpha: float = 0.5
     sid_fake_lr: float = 1e-3
     sid_fake_steps: int = 4
     sid_ema_decay: float | None = None  # None: the shared ema_decay
-    # Pairing each batch by its optimal assignment straightens the paths the step-size ladder learns:
-    # one-step energy ~6e-4 -> ~9e-5 at 8k steps (the shortcut_independent row keeps the paper's coupling).
-    # The flow part then needs fewer rows: 3/4 of the batch on self-consistency, large steps drawn more
-    # often, gave one-step energies of ~6e-5 against ~4e-5 at 128 steps over two seeds (measured at 64k points).
+    # Minibatch-OT pairing straightens the paths the step-size ladder learns, so the flow part needs fewer rows
+    # (3/4 on self-consistency, large steps favoured); shortcut_independent keeps the paper's coupling.
     shortcut_coupling: Literal["independent", "minibatch_ot"] = "minibatch_ot"
     shortcut_bootstrap_fraction: float = 0.75
     shortcut_large_step_bias: bool = True

@@ -29,7 +29,17 @@ from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
 from jaxlab.eval import energy_distance  # noqa: E402
 from jaxlab.generative import RectifiedFlow  # noqa: E402
 from jaxlab.nn import TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, restore_state, train  # noqa: E402
+from jaxlab.train import (  # noqa: E402
+    Experiment,
+    adamw_with_warmup,
+    atomic_path,
+    describe_ema,
+    import_experiment_file,
+    is_writer,
+    named_key,
+    restore_state,
+    train,
+)
 
 STEP_COUNTS = (1, 2, 4, 8, 32, 128)
 
@@ -77,6 +87,29 @@ def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None,
     return np.asarray(draw(params, key=jax.random.key(seed), num=num, steps=steps or config.sample_steps))
 
 
+def reference_data(config: Config, num: int) -> np.ndarray:
+    """``num`` points of the training distribution, drawn beside ``jaxlab sample``'s samples."""
+    return np.asarray(sample_toy2d(config.dataset, key=named_key(config.seed, "reference"), num=min(num, 5000)))
+
+
+def make_evaluate(config: Config, draw):
+    """``state -> {"energy_distance": ...}`` of the EMA parameters, for the trainer's checkpoint steps.
+
+    At most 1,000 points with fixed keys keep it cheap; the final figures in
+    ``results.json`` use ``eval_samples`` points. ``draw`` is the run's
+    jitted sampler, so an equal sample count reuses its compilation.
+    """
+    num = min(config.eval_samples, 1000)
+    data_key, sample_key = jax.random.split(named_key(config.seed, "eval-during-training"))
+    data = np.asarray(sample_toy2d(config.dataset, key=data_key, num=num))
+
+    def evaluate(state) -> dict[str, float]:
+        samples = np.asarray(draw(state.ema_params, key=sample_key, num=num, steps=config.sample_steps))
+        return {"energy_distance": float(energy_distance(samples, data, unbiased=True))}
+
+    return evaluate
+
+
 def plot_samples(samples: np.ndarray, path: Path, *, data: np.ndarray | None = None, title: str = "samples") -> None:
     panels = ([("data", data)] if data is not None else []) + [(title, samples)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
@@ -93,8 +126,10 @@ def plot_samples(samples: np.ndarray, path: Path, *, data: np.ndarray | None = N
 
 def run(config: Config, workdir: Path) -> dict[str, float]:
     method = build_method(config)
-    state = train(method, adamw_with_warmup(config), make_batches(config), config, workdir)
+    draw = jax.jit(method.sample, static_argnames=("num", "steps"))
+    state = train(method, adamw_with_warmup(config), make_batches(config), config, workdir, evaluate=make_evaluate(config, draw))
     params = state.ema_params
+    weights = describe_ema(config.ema_decay, int(state.step), warmup=config.ema_warmup)
 
     eval_key = named_key(config.seed, "eval")
     data_key, fresh_key, noise_key, sample_key = jax.random.split(eval_key, 4)
@@ -102,7 +137,6 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
     data = np.asarray(sample_toy2d(config.dataset, key=data_key, num=num))
     fresh = np.asarray(sample_toy2d(config.dataset, key=fresh_key, num=num))
     noise = np.asarray(jax.random.normal(noise_key, (num, 2)))
-    draw = jax.jit(method.sample, static_argnames=("num", "steps"))
     samples = np.asarray(draw(params, key=sample_key, num=num, steps=config.sample_steps))
 
     results = {
@@ -117,9 +151,13 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
         few_step = np.asarray(draw_euler(params, key=sample_key, num=num, steps=steps))
         results[f"energy_distance_euler_{steps}"] = float(energy_distance(few_step, fresh, unbiased=True))
 
-    np.save(workdir / "samples.npy", samples)
-    plot_samples(samples, workdir / "samples.png", data=data, title=f"rectified flow ({config.solver}, {config.sample_steps} steps)")
+    if is_writer():
+        with atomic_path(workdir / "samples.npy") as tmp:
+            np.save(tmp, samples)
+        with atomic_path(workdir / "samples.png") as tmp:
+            plot_samples(samples, tmp, data=data, title=f"rectified flow ({config.solver}, {config.sample_steps} steps)")
     print(
+        f"evaluating the {weights}\n"
         f"energy distance: model {results['energy_distance']:.5f}, noise {results['energy_distance_noise']:.5f} "
         f"(ratio {results['energy_distance_ratio']:.3%}); data-vs-data {results['energy_distance_data']:.5f}"
     )
@@ -134,5 +172,6 @@ EXPERIMENTS = [
         run=run,
         sample=sample,
         plot_samples=plot_samples,
+        reference_data=reference_data,
     )
 ]

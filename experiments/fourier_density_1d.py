@@ -180,5 +180,6 @@ EXPERIMENTS = [
         description="Fourier basis density vs a same-size Gaussian mixture on four 1-D mixtures: held-out NLL table and plot",
         config=Config(),
         run=run,
+        sharded_fields=(),  # no trainer: nothing is split over the devices
     )
 ]

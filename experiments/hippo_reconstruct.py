@@ -22,9 +22,9 @@ signals) and the headline ``rel_error_legs_64`` (target < 0.05).
 
 The relative L2 error is :func:`jaxlab.ssm.reconstruction_error` (whole
 history for LegS and LagT, the last θ for LegT and FouT, which with θ = T is
-also the whole history). Past N ≈ 64 the LegS error stops falling: at
+also the whole history). At large N the LegS error stops falling: at
 ``dt = 1e-3`` the discretization error of the recurrence, not the projection,
-dominates. LagT stays far behind (relative error 0.5-0.9): its measure weighs
+dominates. LagT stays far behind (``docs/results.md``): its measure weighs
 the start of the history by about e^{-4} at θ = T/4, so what it keeps of the
 far past is small; FouT's windowed Fourier basis converges slowly on a
 non-periodic window.
@@ -48,7 +48,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from jaxlab import ssm  # noqa: E402
-from jaxlab.train import Experiment, named_key  # noqa: E402
+from jaxlab.train import Experiment, check_fields, named_key  # noqa: E402
 
 Measure = Literal["legs", "legt", "lagt", "fout"]
 LABELS = {"legs": "LegS", "legt": "LegT", "lagt": "LagT", "fout": "FouT"}
@@ -83,6 +83,7 @@ class Config:
     plot_n: int = 64
 
     def __post_init__(self) -> None:
+        check_fields(self, nonnegative={"seed"})
         if not (self.T > 0 and self.dt > 0 and self.T / self.dt >= 2):
             raise ValueError(f"T and dt must be positive with T/dt >= 2, got T={self.T!r}, dt={self.dt!r}")
         if not self.measures or not self.Ns or any(n < 1 for n in self.Ns):
@@ -186,5 +187,6 @@ EXPERIMENTS = [
         description="HiPPO LegS/LegT/LagT/FouT reconstruction of band-limited noise; rel. L2 error vs N",
         config=Config(),
         run=run,
+        sharded_fields=(),  # no trainer: nothing is split over the devices
     )
 ]

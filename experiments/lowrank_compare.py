@@ -23,9 +23,9 @@ jitted function (compilation excluded; the minimum is the least sensitive to
 other load on the machine), in milliseconds, including forming ``M_k``.
 
 On a CPU shared with other processes, multi-threaded OpenBLAS (which JAX's CPU
-SVD and QR call) can spin and make an SVD of a 256 x 128 matrix take hundreds of
-milliseconds instead of ~3; run with ``OPENBLAS_NUM_THREADS=1`` for meaningful
-times there. The errors do not depend on it.
+SVD and QR call) can spin and make a small SVD many times slower (``docs/results.md``);
+run with ``OPENBLAS_NUM_THREADS=1`` for meaningful times there. The errors do not
+depend on it.
 
 Outputs: ``errors_vs_rank.png``, ``time_vs_rank.png``, ``table.md``, ``curves.json``
 (every figure), ``results.json`` (flat: ``{matrix}_{method}_rank{k}_{error|gram_error|ms}``).
@@ -42,7 +42,7 @@ import dataclasses
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +83,8 @@ class Config(TrainConfig):
     oversample: int = 10
     power_iters: int = 2
     repeats: int = 5
+
+    NONNEGATIVE: ClassVar[frozenset[str]] = TrainConfig.NONNEGATIVE | {"oversample", "power_iters"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -239,5 +241,6 @@ EXPERIMENTS = [
         description="truncated/randomized SVD, interpolative decomposition, CR sampling: error and time vs rank",
         config=Config(),
         run=run,
+        sharded_fields=(),  # no trainer: nothing is split over the devices
     )
 ]

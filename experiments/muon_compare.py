@@ -23,35 +23,25 @@ load from other processes falls on all three alike; wall time counts only the
 training chunks (not compilation, timed apart, nor evaluation).
 
 Hyperparameters (defaults) come from a coarse sweep at the default budget
-(600 steps of batch 128 ≈ 53 epochs, 50 warm-up steps, width 256, seed 0),
-each arm picked by its final held-out loss (values within ~0.005 of each
-other are within the noise of a 360-image test split, which also served as
-the tuning split; the first Muon points ran with the AdamW branch at 1e-3):
+(600 steps of batch 128, width 256, seed 0), each arm picked by its final
+held-out loss; the sweep is in ``docs/results.md``.
 
-* AdamW: peak 1e-2, weight decay 0.3 (final 0.087). 1e-3 → 0.102, 3e-3 →
-  0.091–0.119 and 3e-2 → 0.098 across weight decays 0.1–1; weight decay 0
-  over-fits (1e-2: 0.129), 3 under-fits (0.13).
+* AdamW: peak 1e-2, weight decay 0.3.
 * Muon: peak 0.02 (Keller's shape scale ``sqrt(max(1, fan_out/fan_in))``),
-  decoupled weight decay 0.5 (final 0.074, AdamW's final reached at step 80).
-  Muon's rate is the spectral-norm size of a step — its update is a
-  semi-orthogonal matrix with every singular value ≈ 1 — not a per-coordinate
-  size as in Adam, hence its own scale. Weight decay is essential here
-  (Moonlight's point): an orthogonalized step does not shrink as the
-  gradient vanishes, so without decay the weights keep growing once the train
-  set is fit (train loss reaches 0.0 in float32) and the held-out loss climbs
-  (0.18 at 0.01, 0.53 at 0.02). lr·wd ≈ 0.01 did best (0.01/1.0 → 0.071,
-  0.005/1.0 → 0.072, 0.05/0.3 → 0.075); 0.02/1.0 under-fits (0.104).
-* Spectral decay: rate 1.0 on top of Muon's weight decay (0.1 → 0.081,
-  0.3 → 0.076, 1.0 → 0.073). The rate multiplies ``sigma_1 u_1 v_1^T`` before
-  the learning rate, like ``weight_decay`` multiplies ``W``. Without weight
-  decay it does not prevent the growth (only the top singular value is
-  decayed): 0.3/1/3 → 0.145/0.184/0.115.
+  decoupled weight decay 0.5. Muon's rate is the spectral-norm size of a
+  step — its update is a semi-orthogonal matrix with every singular value
+  ≈ 1 — not a per-coordinate size as in Adam, hence its own scale. Weight
+  decay is essential (Moonlight's point): an orthogonalized step does not
+  shrink as the gradient vanishes, so without decay the weights keep growing
+  once the train set is fit and the held-out loss climbs.
+* Spectral decay: rate 1.0 on top of Muon's weight decay. The rate
+  multiplies ``sigma_1 u_1 v_1^T`` before the learning rate, like
+  ``weight_decay`` multiplies ``W``; it does not replace weight decay, since
+  only the top singular value is decayed.
 
 ``muon_coeffs`` defaults to ``"keller"``, the table the learning rates above
 were tuned with; ``--set muon_coeffs=polar_express`` runs the library's
-default (an early ``msign`` under-estimated sigma_1 on this model's 256×256
-momentum and diverged; it now starts the power iteration from several vectors
-and never scales below a guaranteed bound, with a regression test).
+default.
 
 Outputs in the run directory: ``loss_vs_step.png``, ``loss_vs_time.png``,
 ``steps_to_target.md`` (steps and seconds each optimizer needs to reach AdamW's
@@ -408,5 +398,6 @@ EXPERIMENTS = [
         description="AdamW vs Muon vs Muon + spectral decay on a digits MLP; held-out loss vs step and wall time",
         config=Config(),
         run=run,
+        sharded_fields=(),  # no trainer: nothing is split over the devices
     )
 ]

@@ -29,13 +29,10 @@ the target, read at the last position, is the sum of the two marked values;
 a model with window ``W ≤ L/2`` never sees ``v₁`` and has MSE ≥ Var v₁ = 1/12
 ≈ 0.083. This task needs a product (value × marker, formed by the GLU after an
 SSM) before the long sum, and at this model size training sits on the chance
-plateau for a number of steps that depends on the initialization. Measured on
-CPU with ``learning_rate=1e-2``, ``dt_min=1e-4``: two runs left it at ~1,100
-and ~1,500 steps (one reached MSE 0.016 at step 2,000), three others (H = 16;
-H = 64 with batch 16; ``batch_size=32 d_state=32`` with this file's model)
-were still at chance after 1,250-2,500 steps. It is therefore an option for
-longer runs (``--set task=adding --set batch_size=32 --steps 5000`` or more,
-best on an accelerator), not the default.
+plateau for a number of steps that depends on the initialization (runs in
+``docs/results.md``). It is therefore an option for longer runs
+(``--set task=adding --set batch_size=32 --steps 5000`` or more, best on an
+accelerator), not the default.
 
 Training uses AdamW with the SSM parameters (Δ, Λ, B) at 0.1× the learning
 rate and without weight decay (:func:`jaxlab.ssm.ssm_adamw`); Δ starts
@@ -54,7 +51,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import flax.linen as nn
 import jax
@@ -115,6 +112,8 @@ class Config(TrainConfig):
     weight_decay: float = 0.0
     ssm_lr_scale: float = 0.1
     num_test: int = 512
+
+    NONNEGATIVE: ClassVar[frozenset[str]] = TrainConfig.NONNEGATIVE | {"delay"}
 
     def __post_init__(self) -> None:
         super().__post_init__()

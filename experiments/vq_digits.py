@@ -53,7 +53,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from jaxlab import quant  # noqa: E402
 from jaxlab.data import digits_split, digits_to_unit, epoch_permutation_batch  # noqa: E402
-from jaxlab.train import Experiment, named_key, write_json_atomic  # noqa: E402
+from jaxlab.train import Experiment, check_fields, named_key, write_json_atomic  # noqa: E402
 
 METHODS = ("ste", "ste_restart", "rotation", "simvq", "fsq")
 
@@ -91,6 +91,7 @@ class Config:
     grid_images: int = 12
 
     def __post_init__(self) -> None:
+        check_fields(self, nonnegative={"seed", "kmeans_iterations"})
         for name in ("steps", "batch_size", "num_tokens", "hidden", "replace_every", "grid_images"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -294,5 +295,6 @@ EXPERIMENTS = [
         description="VQ autoencoder on 8x8 digits: STE, STE+kmeans/restarts, rotation trick, SimVQ, FSQ at equal K",
         config=Config(),
         run=run,
+        sharded_fields=(),  # no trainer: nothing is split over the devices
     )
 ]
