@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.jaxlab-installed
+DOCS_STAMP := $(VENV)/.jaxlab-docs-installed
 LOCK := constraints.txt
 
-.PHONY: demo test install lock clean-venv
+.PHONY: demo test docs install lock clean-venv
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +21,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/jaxlab train flow-toy2d --workdir runs/flow-toy2d
 
-test: $(STAMP)
+# The suite builds the documentation site too (tests/test_docs.py), so it installs the docs extra.
+test: $(DOCS_STAMP)
 	$(BIN)/python -m pytest -n auto
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+# The HTML site in docs/_build/html, offline; any Sphinx warning fails the build.
+docs: $(DOCS_STAMP)
+	$(BIN)/python -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
 
 # Resolve the newest allowed versions in a throw-away venv and pin all of them
 # (pip included); jaxlab is installed from the tree, and setuptools only builds it.
@@ -29,7 +40,7 @@ lock:
 	rm -rf $(VENV)-lock
 	$(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)-lock/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)-lock/bin/python -m pip install --quiet -e '.[test,docs]'
 	{ echo "# Exact versions tested by CI; refresh with 'make lock', never by hand."; \
 	  $(VENV)-lock/bin/python -m pip freeze --all --exclude-editable | grep -v -i -E '^(jaxlab|setuptools)[= @]' | LC_ALL=C sort -f; } > $(LOCK)
 	rm -rf $(VENV)-lock

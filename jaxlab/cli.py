@@ -415,6 +415,9 @@ def main(argv: list[str] | None = None) -> None:
         elif isinstance(command, Show):
             cmd_show(command)
         else:
+            from jaxlab.train.signals import interrupt_before_training
+
+            interrupt_before_training()
             _set_logging()
             cmd_train(command) if isinstance(command, Train) else cmd_sample(command)
     except KeyboardInterrupt:

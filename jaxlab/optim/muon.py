@@ -264,7 +264,7 @@ def muon(
     Nesterov            ``nesterov=True``, Muon branch only          ``nesterov=True``, also NAdamW for the rest
     weight decay        ``weight_decay=0``, ``adam_weight_decay=0``  same (both scaled by the learning rate)
     routing             :func:`muon_labels` (names, bias, SSM,       every rank-2 leaf, or the non-``None`` leaves
-                        attention layouts; rank > 2 → AdamW, warned) of ``muon_weight_dimension_numbers``
+                        attention layouts; rank>2 → AdamW, warned)   of ``muon_weight_dimension_numbers``
     dimension numbers   ``dimension_numbers``                        ``muon_weight_dimension_numbers`` (its
                                                                      ``MuonDimensionNumbers`` are converted)
     ==================  ===========================================  ==============================================
@@ -274,11 +274,16 @@ def muon(
     ``adaptive=True``, ``preconditioning`` other than ``"frobenius"`` and
     ``adam_eps_root`` other than ``0`` have no jaxlab equivalent (``TypeError``).
 
+    ``beta``, ``nesterov``, ``steps``, ``coeffs``, ``normalize``,
+    ``normalize_eps``, ``bias_correction``, ``shape_scaling``, ``update_rms``,
+    ``mu_dtype``, ``compute_dtype`` and ``group_shapes`` are those of
+    :func:`scale_by_muon`; ``ns_steps``, ``ns_coeffs``, ``eps``,
+    ``preconditioning``, ``consistent_rms``, ``muon_weight_dimension_numbers``,
+    ``adaptive`` and ``adam_eps_root`` are ``optax.contrib.muon``'s names (table
+    above; ``None``: not given).
+
     Args:
         learning_rate: scalar or schedule for the Muon branch.
-        beta, nesterov, steps, coeffs, normalize, normalize_eps,
-            bias_correction, shape_scaling, update_rms, mu_dtype,
-            compute_dtype, group_shapes: see :func:`scale_by_muon`.
         weight_decay: decoupled weight decay of the Muon branch.
         weight_decay_mask: optional mask (tree or callable) for ``weight_decay``.
         spectral_decay_rate: if not ``None``, add :func:`spectral_decay` with this
@@ -290,9 +295,6 @@ def muon(
             callable ``tree -> tree`` (e.g. :func:`flax_dimension_numbers`).
         adam_learning_rate: scalar or schedule for AdamW (``None``: ``learning_rate``).
         adam_b1, adam_b2, adam_eps, adam_weight_decay: AdamW hyperparameters.
-        ns_steps, ns_coeffs, eps, preconditioning, consistent_rms,
-            muon_weight_dimension_numbers, adaptive, adam_eps_root:
-            ``optax.contrib.muon``'s names (table above); ``None``: not given.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.

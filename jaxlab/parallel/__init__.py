@@ -1,6 +1,6 @@
 """jaxlab.parallel — mesh, sharding strategies and multi-host start-up."""
 
-from jaxlab.parallel.distributed import is_multiprocess_environment, maybe_initialize_distributed
+from jaxlab.parallel.distributed import initialize_arguments, is_multiprocess_environment, maybe_initialize_distributed
 from jaxlab.parallel.mesh import (
     STRATEGIES,
     Strategy,
@@ -17,6 +17,7 @@ __all__ = [
     "Strategy",
     "batch_sharding",
     "fsdp_spec",
+    "initialize_arguments",
     "is_multiprocess_environment",
     "make_mesh",
     "maybe_initialize_distributed",

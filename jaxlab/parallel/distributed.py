@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import jax
 
@@ -11,7 +12,7 @@ _COORDINATOR_VARS = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
 _CLUSTER_SIZE_VARS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES")
 
 
-def is_multiprocess_environment(environ: dict[str, str] | None = None) -> bool:
+def is_multiprocess_environment(environ: Mapping[str, str] | None = None) -> bool:
     """True when the environment describes a multi-process launch."""
     environ = os.environ if environ is None else environ
     if any(environ.get(name) for name in _COORDINATOR_VARS):
@@ -19,17 +20,60 @@ def is_multiprocess_environment(environ: dict[str, str] | None = None) -> bool:
     return any(int(environ.get(name, "1") or "1") > 1 for name in _CLUSTER_SIZE_VARS)
 
 
-def maybe_initialize_distributed() -> bool:
-    """Calls ``jax.distributed.initialize()`` once if the environment asks for it.
+def _int_var(environ: Mapping[str, str], name: str, *, minimum: int) -> int | None:
+    text = environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
 
-    JAX reads the coordinator address, process count and id from the usual
-    variables (``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``,
-    SLURM, Open MPI, cloud TPU metadata).
+
+def initialize_arguments(environ: Mapping[str, str] | None = None) -> dict[str, str | int]:
+    """The arguments of ``jax.distributed.initialize`` that a hand launch sets in the environment.
+
+    JAX itself reads only ``JAX_COORDINATOR_ADDRESS``; ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID`` (and ``COORDINATOR_ADDRESS``) are read here and passed
+    explicitly. Unset variables are left out, so SLURM, Open MPI and Cloud TPU
+    keep JAX's own cluster detection.
+
+    Raises:
+      ValueError: a count or id that is not an integer, an id outside
+        ``[0, JAX_NUM_PROCESSES)``, or only one of the two given.
+    """
+    environ = os.environ if environ is None else environ
+    arguments: dict[str, str | int] = {}
+    address = next((environ[name] for name in _COORDINATOR_VARS if environ.get(name)), None)
+    if address is not None:
+        arguments["coordinator_address"] = address
+    count = _int_var(environ, "JAX_NUM_PROCESSES", minimum=1)
+    index = _int_var(environ, "JAX_PROCESS_ID", minimum=0)
+    if (count is None) != (index is None):
+        given, missing = ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if index is None else ("JAX_PROCESS_ID", "JAX_NUM_PROCESSES")
+        raise ValueError(f"{given} is set but {missing} is not: a hand launch sets both (and JAX_COORDINATOR_ADDRESS)")
+    if count is not None and index is not None:
+        if index >= count:
+            raise ValueError(f"JAX_PROCESS_ID must be in [0, {count}) for JAX_NUM_PROCESSES={count}, got {index}")
+        arguments.update(num_processes=count, process_id=index)
+    return arguments
+
+
+def maybe_initialize_distributed() -> bool:
+    """Calls ``jax.distributed.initialize`` once if the environment asks for it.
+
+    A hand launch sets ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0),
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` on every process (see
+    :func:`initialize_arguments`); under SLURM, Open MPI or on Cloud TPU, JAX
+    detects the cluster itself.
 
     Returns:
       Whether initialization ran.
     """
     if not is_multiprocess_environment() or jax.distributed.is_initialized():
         return False
-    jax.distributed.initialize()
+    jax.distributed.initialize(**initialize_arguments())
     return True

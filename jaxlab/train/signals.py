@@ -3,16 +3,48 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
+
+# A Ctrl-C that arrived before the loop started, kept in case its KeyboardInterrupt was lost:
+# CPython ignores exceptions raised inside GC callbacks, and JAX runs one.
+_early_interrupt: int | None = None
+
+
+def _interrupt_and_remember(signum: int, frame: FrameType | None) -> None:
+    global _early_interrupt
+    _early_interrupt = signum
+    signal.default_int_handler(signum, frame)
+
+
+def _quiet_about_remembered_interrupts(unraisable: sys.UnraisableHookArgs, *, default=sys.unraisablehook) -> None:
+    if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and _early_interrupt is not None):
+        default(unraisable)
+
+
+def interrupt_before_training() -> None:
+    """Ctrl-C raises ``KeyboardInterrupt`` as usual and is also remembered for the loop.
+
+    A program (the ``jaxlab`` CLI) calls this once at start-up. If that
+    ``KeyboardInterrupt`` is swallowed, the next :class:`StopRequest` starts
+    out requested, so the loop stops after its first step instead of training
+    on, and the "Exception ignored" report of the swallowed one is not printed.
+    """
+    global _early_interrupt
+    _early_interrupt = None
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupt_and_remember)
+        sys.unraisablehook = _quiet_about_remembered_interrupts
 
 
 class StopRequest:
     """Context manager: while active, SIGINT and SIGTERM set ``signum`` instead of killing.
 
-    A second signal of the same kind restores the default behaviour, so a
-    stuck run can still be stopped by pressing Ctrl-C twice. Outside the main
-    thread (where Python cannot install handlers) it does nothing.
+    A second signal of the same kind is handed to the handler that was there
+    before (Ctrl-C twice raises ``KeyboardInterrupt``; SIGTERM twice
+    terminates), so a stuck run can still be stopped. Outside the main thread
+    (where Python cannot install handlers) it does nothing.
     """
 
     _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -26,15 +58,24 @@ class StopRequest:
         return self.signum is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        del frame
-        if self.signum is not None:
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
+            return
+        previous = self._previous.get(signum) or signal.SIG_DFL
+        if previous is _interrupt_and_remember:
+            previous = signal.default_int_handler
+        signal.signal(signum, previous)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.raise_signal(signum)
 
     def __enter__(self) -> "StopRequest":
+        global _early_interrupt
         if threading.current_thread() is threading.main_thread():
             for signum in self._SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
+        self.signum, _early_interrupt = _early_interrupt, None
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -42,6 +42,7 @@ def test_mean_pairwise_exclude_diagonal_needs_square():
         mean_pairwise(safe_sqrt, jnp.zeros((3, 2)), jnp.zeros((4, 2)), exclude_diagonal=True)
 
 
+@pytest.mark.optimized  # running it dominates: 46,342² pairs
 def test_mean_pairwise_over_more_pairs_than_int32_counts():
     # 46,342 · 46,341 self-excluded pairs exceed 2**31 - 1: the count must not be traced as an int32.
     n = 46_342

@@ -91,6 +91,7 @@ def test_deterministic_samplers_push_noise_to_the_data_distribution():
     assert errors[1] < 0.04 and errors[1] < errors[0] / 3, errors
 
 
+@pytest.mark.optimized  # running it dominates: 20,000 chains × 500 steps
 def test_ancestral_sampler_reproduces_the_moments():
     oracle = gaussian_oracle(S.cosine, "eps")
     n = 20_000
