@@ -124,6 +124,15 @@ def _import(path: Path) -> Any:
     return import_experiment_file(path)
 
 
+def _import_or_warn(path: Path) -> Any | None:
+    """The module, or None after a warning on stderr: one broken file does not take the others down."""
+    try:
+        return _import(path)
+    except Exception as error:  # noqa: BLE001 - report any failure and go on
+        print(f"jaxlab: warning: skipping {path}: {type(error).__name__}: {error}", file=sys.stderr)
+        return None
+
+
 def discover(directory: Path | None = None) -> dict[str, Any]:
     """Imports every ``experiments/*.py`` and collects their ``EXPERIMENTS`` by name.
 
@@ -133,10 +142,8 @@ def discover(directory: Path | None = None) -> dict[str, Any]:
     directory = experiments_dir() if directory is None else directory
     found: dict[str, Any] = {}
     for path in _experiment_files(directory):
-        try:
-            module = _import(path)
-        except Exception as error:  # noqa: BLE001 - report any failure and go on
-            print(f"jaxlab: warning: skipping {path}: {type(error).__name__}: {error}", file=sys.stderr)
+        module = _import_or_warn(path)
+        if module is None:
             continue
         for experiment in getattr(module, "EXPERIMENTS", ()):
             if experiment.name in found:
@@ -193,11 +200,10 @@ def index(directory: Path | None = None) -> dict[str, Entry]:
     for path in _experiment_files(directory):
         entries = _literal_entries(path)
         if entries is None:
-            try:
-                entries = [(e.name, e.description) for e in getattr(_import(path), "EXPERIMENTS", ())]
-            except Exception as error:  # noqa: BLE001 - report any failure and go on
-                print(f"jaxlab: warning: skipping {path}: {type(error).__name__}: {error}", file=sys.stderr)
+            module = _import_or_warn(path)
+            if module is None:
                 continue
+            entries = [(e.name, e.description) for e in getattr(module, "EXPERIMENTS", ())]
         for name, description in entries:
             if name in found:
                 raise RuntimeError(f"experiment {name!r} is defined twice ({found[name].path} and {path})")

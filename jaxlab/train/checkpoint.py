@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxlab.train.state import TrainState
+from jaxlab.train.unraisable import ignore_unraisable
 log = logging.getLogger("jaxlab.train")
 
 FORMAT = 2  # the named layout; manifests without "format" are the flat layout (1)
@@ -109,16 +109,7 @@ def _silence_late_read_callbacks() -> None:
     that is reported. Only that exact error is dropped; installed once, on
     the first failed read.
     """
-    previous = sys.unraisablehook
-    if getattr(previous, "_jaxlab_filter", False):
-        return
-
-    def hook(unraisable: Any) -> None:
-        if not _is_closed_loop_callback(unraisable):
-            previous(unraisable)
-
-    hook._jaxlab_filter = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
+    ignore_unraisable(_is_closed_loop_callback)
 
 
 def short_reason(error: BaseException, limit: int = 200) -> str:

@@ -33,23 +33,6 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
-def _replace_atomically(path: Path, text: str) -> None:
-    """Writes ``text`` to a fresh temporary file beside ``path``, flushes it, and renames it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    # os.open with 0o666 applies the umask (tempfile.mkstemp would force 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix) to write to; renamed over ``path`` if the block succeeds.
@@ -65,6 +48,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to a temporary file beside ``path``, syncs it to disk, and renames it over ``path``."""
+    with atomic_path(path) as tmp:
+        # os.open with 0o666 applies the umask (tempfile.mkstemp would force 0600).
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

@@ -159,15 +159,22 @@ def restore_state(
     abstract, _ = abstract_train_state(method, optimizer, batch, config, mesh)
     checkpointer = Checkpointer(Path(workdir) / "checkpoints", keep=config.keep_checkpoints)
     try:
-        state, skipped = checkpointer.restore_newest_readable(abstract)
+        state = _restore_newest(checkpointer, abstract, set_aside=False)
     finally:
         checkpointer.close()
-    for error in skipped:
-        log.warning(
-            "%s; falling back to step %d, the newest readable checkpoint, which is intact (nothing was changed)",
-            error, int(state.step),
-        )
     log.info("loaded checkpoint step %d from %s", int(state.step), checkpointer.directory)
+    return state
+
+
+def _restore_newest(checkpointer: Checkpointer, abstract: TrainState, *, set_aside: bool) -> TrainState:
+    """The newest readable checkpoint, warning about each unreadable newer one (moved aside if ``set_aside``)."""
+    state, skipped = checkpointer.restore_newest_readable(abstract)
+    for error in skipped:
+        if set_aside:
+            aftermath = f". The unreadable one was moved to {checkpointer.set_aside(error.step)}."
+        else:
+            aftermath = " (nothing was changed)"
+        log.warning("%s; falling back to step %d, the newest readable checkpoint, which is intact%s", error, int(state.step), aftermath)
     return state
 
 
@@ -175,14 +182,7 @@ def _resume_or_init(checkpointer, abstract, init):
     """The newest readable checkpoint (moving unreadable newer ones aside), or a fresh state."""
     if not checkpointer.all_steps():
         return init()
-    state, skipped = checkpointer.restore_newest_readable(abstract)
-    for error in skipped:
-        moved = checkpointer.set_aside(error.step)
-        log.warning(
-            "%s; falling back to step %d, the newest readable checkpoint, which is intact. "
-            "The unreadable one was moved to %s.",
-            error, int(state.step), moved,
-        )
+    state = _restore_newest(checkpointer, abstract, set_aside=True)
     log.info("resuming from checkpoint step %d in %s", int(state.step), checkpointer.directory)
     return state
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from types import FrameType
+from typing import Any
+
+from jaxlab.train.unraisable import ignore_unraisable
 
 # A Ctrl-C that arrived before the loop started, kept in case its KeyboardInterrupt was lost:
 # CPython ignores exceptions raised inside GC callbacks, and JAX runs one.
@@ -18,9 +20,8 @@ def _interrupt_and_remember(signum: int, frame: FrameType | None) -> None:
     signal.default_int_handler(signum, frame)
 
 
-def _quiet_about_remembered_interrupts(unraisable: sys.UnraisableHookArgs, *, default=sys.unraisablehook) -> None:
-    if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and _early_interrupt is not None):
-        default(unraisable)
+def _is_remembered_interrupt(unraisable: Any) -> bool:
+    return isinstance(unraisable.exc_value, KeyboardInterrupt) and _early_interrupt is not None
 
 
 def interrupt_before_training() -> None:
@@ -35,14 +36,14 @@ def interrupt_before_training() -> None:
     _early_interrupt = None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt_and_remember)
-        sys.unraisablehook = _quiet_about_remembered_interrupts
+        ignore_unraisable(_is_remembered_interrupt)
 
 
 class StopRequest:
     """Context manager: while active, SIGINT and SIGTERM set ``signum`` instead of killing.
 
-    A second signal of the same kind is handed to the handler that was there
-    before (Ctrl-C twice raises ``KeyboardInterrupt``; SIGTERM twice
+    A second signal (of either kind) is handed to the handler that was there
+    before (a second Ctrl-C raises ``KeyboardInterrupt``; a second SIGTERM
     terminates), so a stuck run can still be stopped. Outside the main thread
     (where Python cannot install handlers) it does nothing.
     """
