@@ -6,9 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.jaxlab-installed
 DOCS_STAMP := $(VENV)/.jaxlab-docs-installed
+LINT_STAMP := $(VENV)/.jaxlab-lint-installed
 LOCK := constraints.txt
 
-.PHONY: demo test docs install lock clean-venv
+.PHONY: demo test docs lint install lock clean-venv
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,13 +35,23 @@ docs: $(DOCS_STAMP)
 	$(BIN)/python -m sphinx -b html -W --keep-going -q docs docs/_build/html
 	@echo "open docs/_build/html/index.html"
 
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[test,lint]'
+	touch $(LINT_STAMP)
+
+# ruff over the repository and mypy over jaxlab/, as configured in pyproject.toml.
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 # Resolve the newest allowed versions in a throw-away venv and pin all of them
 # (pip included); jaxlab is installed from the tree, and setuptools only builds it.
 lock:
 	rm -rf $(VENV)-lock
 	$(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)-lock/bin/python -m pip install --quiet -e '.[test,docs]'
+	$(VENV)-lock/bin/python -m pip install --quiet -e '.[test,docs,lint]'
 	{ echo "# Exact versions tested by CI; refresh with 'make lock', never by hand."; \
 	  $(VENV)-lock/bin/python -m pip freeze --all --exclude-editable | grep -v -i -E '^(jaxlab|setuptools)[= @]' | LC_ALL=C sort -f; } > $(LOCK)
 	rm -rf $(VENV)-lock

@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the checkout's jaxlab, also without an editable install
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # importing the modules must not claim an accelerator
 
-import jaxlab  # noqa: E402
+import jaxlab
 
 project = "jaxlab"
 author = "jaxlab authors"
-copyright = "jaxlab authors"  # noqa: A001
+copyright = "jaxlab authors"
 release = version = jaxlab.__version__
 
 extensions = [

@@ -33,20 +33,14 @@ import time
 from pathlib import Path
 
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import digits_split, digits_to_unit  # noqa: E402
-from jaxlab.generative import uniform_times  # noqa: E402
-from jaxlab.generative.ddcm import ddcm_bits, ddcm_decode, ddcm_encode, psnr  # noqa: E402
-from jaxlab.train import Experiment, import_experiment_file, named_key, write_json_atomic  # noqa: E402
-
-
-
-digits = import_experiment_file(Path(__file__).with_name("digits_generation.py"))
+from jaxlab.data import digits_split, digits_to_unit
+from jaxlab.generative import uniform_times
+from jaxlab.generative.ddcm import ddcm_bits, ddcm_decode, ddcm_encode, psnr
+from jaxlab.recipes import digits
+from jaxlab.train import Experiment, named_key, write_json_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +74,8 @@ def settings(config: Config) -> list[tuple[int, int]]:
 
 
 def plot_rate_psnr(rows: dict[str, dict], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    fig = Figure(figsize=(5.0, 3.6))
+    ax = fig.subplots()
     for label, select in (("DDCM (M = 1)", lambda r: r["atoms"] == 1), ("matching pursuit", lambda r: r["atoms"] > 1)):
         points = sorted((r["bits_per_image"], r["psnr"], r) for r in rows.values() if select(r))
         if points:
@@ -93,11 +88,11 @@ def plot_rate_psnr(rows: dict[str, dict], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
 def plot_reconstructions(grid: dict[str, np.ndarray], path: Path) -> None:
-    fig, axes = plt.subplots(len(grid), 1, figsize=(6.0, 0.7 * len(grid)), squeeze=False)
+    fig = Figure(figsize=(6.0, 0.7 * len(grid)))
+    axes = fig.subplots(len(grid), 1, squeeze=False)
     for ax, (title, images) in zip(axes[:, 0], grid.items()):
         row = np.concatenate([np.pad(image, ((0, 0), (0, 1)), constant_values=np.nan) for image in images], axis=1)
         ax.imshow(row, cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
@@ -105,7 +100,6 @@ def plot_reconstructions(grid: dict[str, np.ndarray], path: Path) -> None:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
 def write_table(rows: dict[str, dict], config: Config, workdir: Path) -> str:

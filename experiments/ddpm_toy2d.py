@@ -28,25 +28,20 @@ from pathlib import Path
 from typing import Literal
 
 import jax
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
-from jaxlab.eval import energy_distance  # noqa: E402
-from jaxlab.generative import Diffusion, schedules  # noqa: E402
-from jaxlab.nn import TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, restore_state, train, write_json_atomic  # noqa: E402
+from jaxlab.data import sample_toy2d, toy2d_batches
+from jaxlab.eval import energy_distance
+from jaxlab.generative import Diffusion, schedules
+from jaxlab.nn import TimeMLP
+from jaxlab.recipes import toy2d
+from jaxlab.train import Experiment, adamw_with_warmup, named_key, restore_params, train, write_json_atomic
 
 STEP_COUNTS = (1, 2, 4, 8, 32, 128)
 SAMPLERS = ("ddpm", "ddim", "heun")
 SCHEDULES = {"cosine": (schedules.cosine, 0.0), "ddpm_linear": (schedules.ddpm_linear, 1e-3)}  # (schedule, t_min)
 TRUE_NLL = {"checkerboard": math.log(6.0)}  # uniform density 1/6 on the standardized board
-
-
-toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,24 +83,25 @@ def make_batches(config: Config):
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
     """Samples ``num`` points from the latest checkpoint's EMA parameters."""
     method = build_method(config)
-    state = restore_state(method, adamw_with_warmup(config), make_batches(config)(0), config, Path(workdir))
+    params = restore_params(workdir)
     draw = jax.jit(method.sample, static_argnames=("num", "steps"))
-    return np.asarray(draw(state.ema_params, key=jax.random.key(seed), num=num, steps=steps or config.sample_steps))
+    return np.asarray(draw(params, key=jax.random.key(seed), num=num, steps=steps or config.sample_steps))
 
 
 def plot_samples(samples: np.ndarray, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     ax.scatter(samples[:, 0], samples[:, 1], s=1.5, alpha=0.6)
     ax.set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title="diffusion samples")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _plot_grid(grid: dict[tuple[str, int], np.ndarray], data: np.ndarray, counts: tuple[int, ...], path: Path) -> None:
     """Rows: samplers; columns: data, then (up to) 1, 4, 32, 128 steps."""
     shown = tuple(k for k in (1, 4, 32, 128) if k in counts) or counts[:4]
-    fig, axes = plt.subplots(len(SAMPLERS), 1 + len(shown), figsize=(2.6 * (1 + len(shown)), 2.6 * len(SAMPLERS)))
+    fig = Figure(figsize=(2.6 * (1 + len(shown)), 2.6 * len(SAMPLERS)))
+    axes = fig.subplots(len(SAMPLERS), 1 + len(shown))
     for row, sampler in enumerate(SAMPLERS):
         panels = [("data", data)] + [(f"{sampler}, {k} steps", grid[sampler, k]) for k in shown]
         for ax, (title, points) in zip(axes[row], panels):
@@ -114,7 +110,6 @@ def _plot_grid(grid: dict[tuple[str, int], np.ndarray], data: np.ndarray, counts
             ax.set_title(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _write_table(results: dict, counts: tuple[int, ...], workdir: Path) -> None:
@@ -125,7 +120,8 @@ def _write_table(results: dict, counts: tuple[int, ...], workdir: Path) -> None:
     floor = f"noise {results['energy_noise']:.4f}, data-vs-data {results['energy_data']:.4f}"
     nll = f"NLL {results['nll_nats']:.3f} nats/point (true density: {results['nll_true_nats']})"
     (workdir / "energy_table.md").write_text("Energy distance to fresh data\n\n" + "\n".join(lines) + f"\n\n{floor}; {nll}\n")
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for s in SAMPLERS:
         ax.plot(counts, [rows[s][k] for k in counts], marker="o", label=s)
     ax.axhline(results["energy_data"], color="gray", linestyle=":", label="data vs data")
@@ -134,20 +130,17 @@ def _write_table(results: dict, counts: tuple[int, ...], workdir: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(workdir / "energy_vs_steps.png", dpi=120)
-    plt.close(fig)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float | None]:
     method = build_method(config)
     params = train(method, adamw_with_warmup(config), make_batches(config), config, workdir).ema_params
 
-    data_key, fresh_key, noise_key, sample_key, nll_key = (
-        named_key(config.seed, f"eval/{name}") for name in ("data", "fresh", "noise", "sample", "nll")
-    )
+    data_key, fresh_key, noise_key, sample_key, nll_key = (named_key(config.seed, f"eval/{name}") for name in ("data", "fresh", "noise", "sample", "nll"))
     num = config.eval_samples
     data = np.asarray(sample_toy2d(config.dataset, key=data_key, num=num))
     fresh = np.asarray(sample_toy2d(config.dataset, key=fresh_key, num=num))
-    distance = lambda x: float(energy_distance(x, fresh, unbiased=True))  # noqa: E731
+    distance = lambda x: float(energy_distance(x, fresh, unbiased=True))
     results: dict[str, float | None] = {
         "energy_noise": distance(np.asarray(jax.random.normal(noise_key, (num, 2)))),
         "energy_data": distance(data),

@@ -1,8 +1,8 @@
 """ddpm-digits / flow-digits: class-conditional diffusion and rectified flow on the 8×8 digits.
 
-Both train the same small class-conditional U-Net (``jaxlab.nn.UNet``) with
-10 % label dropout, so one network is both the conditional and the
-unconditional model of classifier-free guidance. ``ddpm-digits`` is a
+Both train the same small class-conditional U-Net of
+:mod:`jaxlab.recipes.digits` with 10 % label dropout, so one network is both
+the conditional and the unconditional model of classifier-free guidance. ``ddpm-digits`` is a
 Gaussian diffusion on the clipped logSNR-cosine schedule with v-prediction,
 sampled by ancestral DDPM; ``flow-digits`` is a rectified flow (straight
 path, velocity prediction; the flow-matching loss), sampled by Heun.
@@ -31,156 +31,37 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from pathlib import Path
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import digits_split, digits_to_unit, epoch_permutation_batch, unit_to_digits  # noqa: E402
-from jaxlab.eval.features import classify_digits, digits_frechet_distance  # noqa: E402
-from jaxlab.generative import Diffusion, bits_per_dim, schedules  # noqa: E402
-from jaxlab.nn import UNet  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, named_key, restore_state, train, write_json_atomic  # noqa: E402
-
-NUM_CLASSES = 10
-BIN_WIDTH = 1.0 / 8.0  # one of 17 levels on [-1, 1] after digits_to_unit
-SCHEDULES = {"cosine": schedules.cosine, "linear_path": schedules.linear_path}
-
-
-@dataclasses.dataclass(frozen=True)
-class DigitsTrainConfig(TrainConfig):
-    """Trainer defaults of a small U-Net (``channels``) on the 8×8 digits, shared by the digits generators."""
-
-    steps: int = 2000
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    warmup_steps: int = 100
-    ema_decay: float = 0.995
-    checkpoint_every: int = 500
-    log_every: int = 50
-    channels: tuple[int, ...] = (32, 64)
-
-
-@dataclasses.dataclass(frozen=True)
-class Config(DigitsTrainConfig):
-    """Shared configuration of ddpm-digits and flow-digits (trainer and U-Net fields from :class:`DigitsTrainConfig`)."""
-
-    schedule: Literal["cosine", "linear_path"] = "cosine"
-    prediction: Literal["eps", "x0", "v", "velocity"] = "v"
-    sampler: Literal["ddpm", "ddim", "euler", "heun"] = "ddpm"
-    sample_steps: int = 64
-    label_dropout: float = 0.1
-    guidance_scales: tuple[float, ...] = (1.0, 2.0)
-    samples_per_class: int = 30
-    nll_images: int = 120
-    nll_steps: int = 32
-
-
-def build_method(config: Config, *, guidance_scale: float = 1.0) -> Diffusion:
-    network = UNet(channels=tuple(config.channels), num_classes=NUM_CLASSES)
-    return Diffusion(
-        apply_fn=network.apply,
-        init_fn=network.init,
-        data_shape=(8, 8, 1),
-        schedule=SCHEDULES[config.schedule],
-        prediction=config.prediction,
-        sampler=config.sampler,
-        num_classes=NUM_CLASSES,
-        label_dropout=config.label_dropout,
-        guidance_scale=guidance_scale,
-    )
-
-
-def dequantize(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Levels (n, 8, 8) -> (n, 8, 8, 1) floats: k/8 − 1 + (U − ½)/8."""
-    noise = rng.uniform(size=images.shape).astype(np.float32)
-    return (np.asarray(digits_to_unit(images)) + (noise - 0.5) * BIN_WIDTH)[..., None]
-
-
-def make_batches(config: Config, split: dict[str, np.ndarray]):
-    """``step -> {"x": (b, 8, 8, 1), "label": (b,)}``, a pure function of (seed, step)."""
-    images, labels = split["train_images"], split["train_labels"]
-
-    def batches(step: int) -> dict[str, np.ndarray]:
-        index = epoch_permutation_batch(images.shape[0], config.batch_size, seed=config.seed, step=step)
-        rng = np.random.default_rng((config.seed, step, 1))
-        return {"x": dequantize(images[index], rng), "label": labels[index]}
-
-    return batches
-
-
-def restore_params(config: Config, workdir: Path):
-    split = digits_split(seed=config.seed)
-    method = build_method(config)
-    state = restore_state(method, adamw_with_warmup(config), make_batches(config, split)(0), config, Path(workdir))
-    return method, state.ema_params
-
-
-def base_model(config: Config, run_dir: Path, *, base_workdir: str = ""):
-    """(method, EMA params) of the model that ``config``'s digits fields describe, for experiments built on it.
-
-    ``config`` may be a subclass's config (its extra fields are dropped). The
-    model is restored from ``base_workdir`` when given, else trained (or
-    resumed) in ``run_dir``.
-    """
-    base_config = Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Config)})
-    if base_workdir:
-        return restore_params(base_config, Path(base_workdir))
-    split = digits_split(seed=base_config.seed)
-    method = build_method(base_config)
-    state = train(method, adamw_with_warmup(base_config), make_batches(base_config, split), base_config, run_dir)
-    return method, state.ema_params
-
-
-def draw_digits(method: Diffusion, params, *, key, labels, steps: int, guidance_scale: float) -> np.ndarray:
-    """Class-conditional samples as digit levels (n, 8, 8) uint8."""
-    draw = jax.jit(functools.partial(method.sample, num=labels.shape[0], steps=steps, guidance_scale=guidance_scale))
-    return np.asarray(unit_to_digits(draw(params, key=key, labels=jnp.asarray(labels))[..., 0]))
+from jaxlab.data import digits_split
+from jaxlab.eval.features import classify_digits, digits_frechet_distance
+from jaxlab.generative import Diffusion, bits_per_dim
+from jaxlab.recipes.digits import (
+    BIN_WIDTH,
+    NUM_CLASSES,
+    Config,
+    build_method,
+    dequantize,
+    draw_digits,
+    make_batches,
+    plot_grids,
+    plot_samples,
+    restore_model,
+)
+from jaxlab.train import Experiment, adamw_with_warmup, named_key, train, write_json_atomic
 
 
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
     """``num`` samples (classes 0, 1, …, 9, 0, …) at the first guidance scale, as levels (num, 8, 8)."""
-    method, params = restore_params(config, workdir)
+    method, params = restore_model(config, workdir)
     labels = np.arange(num) % NUM_CLASSES
-    return draw_digits(
-        method, params, key=jax.random.key(seed), labels=labels, steps=steps or config.sample_steps, guidance_scale=config.guidance_scales[0]
-    )
-
-
-def plot_samples(samples: np.ndarray, path: Path) -> None:
-    """A grid of digit levels (n, 8, 8), ten per row."""
-    plot_grids({"samples": samples}, path)
-
-
-def _tile(images: np.ndarray, columns: int = NUM_CLASSES) -> np.ndarray:
-    """(n, h, w) -> one (rows·(h+1), columns·(w+1)) image, column c holding samples with label c."""
-    n, h, w = images.shape
-    rows = math.ceil(n / columns)
-    canvas = np.full((rows * (h + 1), columns * (w + 1)), np.nan)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = image
-    return canvas
-
-
-def plot_grids(grids: dict[str, np.ndarray], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4), squeeze=False)
-    for ax, (title, images) in zip(axes[0], grids.items()):
-        ax.imshow(_tile(images[:100]), cmap="gray_r", vmin=0, vmax=16, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    return draw_digits(method, params, key=jax.random.key(seed), labels=labels, steps=steps or config.sample_steps, guidance_scale=config.guidance_scales[0])
 
 
 def bits_per_dim_of(method: Diffusion, params, config: Config, images: np.ndarray, labels: np.ndarray | None) -> float:

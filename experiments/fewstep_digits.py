@@ -34,11 +34,8 @@ import numpy as np
 from jaxlab.data import digits_split, epoch_permutation_batch, unit_to_digits
 from jaxlab.eval import digits_frechet_distance
 from jaxlab.nn import UNet
-from jaxlab.train import Experiment, import_experiment_file, named_key, restore_state
-
-
-fewstep = import_experiment_file(Path(__file__).with_name("_fewstep.py"))
-digits = import_experiment_file(Path(__file__).with_name("digits_generation.py"))
+from jaxlab.recipes import digits, fewstep
+from jaxlab.train import Experiment, named_key, restore_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,19 +43,19 @@ class Config(digits.DigitsTrainConfig, fewstep.MethodConfig):
     """fewstep-digits configuration; the trainer fields (those of digits-generation) apply to every method alike."""
 
     eval_samples: int = 500
-    sid_ema_decay: float | None = 0.99
+    sid: fewstep.SiDConfig = dataclasses.field(default_factory=lambda: fewstep.SiDConfig(ema_decay=0.99))
     # The shortcut row already uses the paper's independent coupling (MethodConfig's default), so no second row.
     methods: tuple[str, ...] = tuple(m for m in fewstep.METHODS if m != "shortcut_independent")
 
 
-def networks(config: Config) -> "fewstep.Networks":
+def networks(config: Config) -> fewstep.Networks:
     net = UNet(channels=tuple(config.channels))
-    levels = int(round(math.log2(config.shortcut_max_steps)))
+    levels = round(math.log2(config.shortcut.max_steps))
     step_net = UNet(channels=tuple(config.channels), num_classes=max(levels, 1))
 
     def step_index(d, x):  # d on {0} ∪ {2^k / M} -> 0 .. log2(M)
         d = jnp.broadcast_to(jnp.asarray(d, x.dtype), x.shape[:1])
-        index = jnp.round(jnp.log2(jnp.maximum(d, 1e-12) * config.shortcut_max_steps))
+        index = jnp.round(jnp.log2(jnp.maximum(d, 1e-12) * config.shortcut.max_steps))
         return jnp.where(d > 0, jnp.clip(index, 0, levels), 0).astype(jnp.int32)
 
     def apply_step(params, x, t, d):
@@ -95,11 +92,9 @@ def to_levels(x: np.ndarray) -> np.ndarray:
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
     """Digit levels (num, 8, 8) from the last selected method's checkpoint (``steps`` or 1)."""
     name = config.methods[-1]
-    method, optimizer = fewstep.build_method(name, networks(config), config)
-    batch = make_batches(config, digits_split(seed=config.seed))(0)
-    state = restore_state(method, optimizer, batch, fewstep.method_config(name, config), Path(workdir) / name)
+    method, _ = fewstep.build_method(name, networks(config), config)
     draw = jax.jit(lambda p, k: method.sample(p, key=k, num=num, steps=steps or 1))
-    return to_levels(draw(state.ema_params, jax.random.key(seed)))
+    return to_levels(draw(restore_params(Path(workdir) / name), jax.random.key(seed)))
 
 
 def plot_samples(samples: np.ndarray, path: Path) -> None:

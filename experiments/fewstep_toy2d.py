@@ -15,7 +15,7 @@ points: at 2,000 the estimator's own spread would swamp the differences.
 figures: ``docs/results.md``.
 
 The shortcut model pairs data and noise by minibatch optimal transport
-(``shortcut_coupling``); the ``shortcut_independent`` row is the same model
+(``shortcut.coupling``); the ``shortcut_independent`` row is the same model
 with the paper's independent noise. SiD updates its fake score four times per
 generator update at ten times the generator's rate (a two-time-scale rule),
 so that the fake score keeps up with the generator it describes, and uses
@@ -39,24 +39,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
-from jaxlab.eval import energy_distance  # noqa: E402
-from jaxlab.nn import TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, import_experiment_file, named_key, restore_state  # noqa: E402
-
-
-fewstep = import_experiment_file(Path(__file__).with_name("_fewstep.py"))
-toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
+from jaxlab.data import sample_toy2d, toy2d_batches
+from jaxlab.eval import energy_distance
+from jaxlab.nn import TimeMLP
+from jaxlab.recipes import fewstep, toy2d
+from jaxlab.train import Experiment, named_key, restore_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,18 +62,15 @@ class Config(toy2d.Toy2DConfig, fewstep.MethodConfig):
     sigma_data: float = 1.0  # the checkerboard's per-coordinate std (CT/iCT/CD scalings)
     # Four fake-score updates at 10x the generator's rate (DMD2's two-time-scale rule) keep the fake score on the
     # moving generator, and alpha = 0.5 beat the paper's 1.2 at every seed tried (sweep: docs/results.md).
-    sid_alpha: float = 0.5
-    sid_fake_lr: float = 1e-3
-    sid_fake_steps: int = 4
-    sid_ema_decay: float | None = None  # None: the shared ema_decay
+    sid: fewstep.SiDConfig = dataclasses.field(default_factory=lambda: fewstep.SiDConfig(alpha=0.5, fake_lr=1e-3, fake_steps=4))
     # Minibatch-OT pairing straightens the paths the step-size ladder learns, so the flow part needs fewer rows
     # (3/4 on self-consistency, large steps favoured); shortcut_independent keeps the paper's coupling.
-    shortcut_coupling: Literal["independent", "minibatch_ot"] = "minibatch_ot"
-    shortcut_bootstrap_fraction: float = 0.75
-    shortcut_large_step_bias: bool = True
+    shortcut: fewstep.ShortcutConfig = dataclasses.field(
+        default_factory=lambda: fewstep.ShortcutConfig(coupling="minibatch_ot", bootstrap_fraction=0.75, large_step_bias=True)
+    )
 
 
-def networks(config: Config) -> "fewstep.Networks":
+def networks(config: Config) -> fewstep.Networks:
     net = TimeMLP(width=config.width, depth=config.depth)
     # t and the step size d get separate embeddings (the shared sum would be symmetric in t and d).
     step_net = TimeMLP(width=config.width, depth=config.depth, separate_conditions=True)
@@ -102,10 +92,9 @@ def make_batches(config: Config):
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
     """Samples from the last selected method's checkpoint (SiD: 1 step; others ``steps`` or 1)."""
     name = config.methods[-1]
-    method, optimizer = fewstep.build_method(name, networks(config), config)
-    state = restore_state(method, optimizer, make_batches(config)(0), fewstep.method_config(name, config), Path(workdir) / name)
+    method, _ = fewstep.build_method(name, networks(config), config)
     draw = jax.jit(lambda p, k: method.sample(p, key=k, num=num, steps=steps or 1))
-    return np.asarray(draw(state.ema_params, jax.random.key(seed)))
+    return np.asarray(draw(restore_params(Path(workdir) / name), jax.random.key(seed)))
 
 
 def plot_samples(samples: np.ndarray, path: Path) -> None:
@@ -114,7 +103,8 @@ def plot_samples(samples: np.ndarray, path: Path) -> None:
 
 def plot_panels(panels: dict[str, np.ndarray], path: Path, columns: int = 5) -> None:
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows), squeeze=False)
+    fig = Figure(figsize=(2.4 * columns, 2.4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (title, points) in zip(axes.flat, panels.items()):
@@ -124,7 +114,6 @@ def plot_panels(panels: dict[str, np.ndarray], path: Path, columns: int = 5) -> 
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run(config: Config, workdir: Path, *, progress: bool = True) -> dict[str, float | None]:

@@ -19,32 +19,26 @@ from pathlib import Path
 from typing import Literal
 
 import jax
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
-from jaxlab.eval import energy_distance  # noqa: E402
-from jaxlab.generative import RectifiedFlow  # noqa: E402
-from jaxlab.nn import TimeMLP  # noqa: E402
-from jaxlab.train import (  # noqa: E402
+from jaxlab.data import sample_toy2d, toy2d_batches
+from jaxlab.eval import energy_distance
+from jaxlab.generative import RectifiedFlow
+from jaxlab.nn import TimeMLP
+from jaxlab.recipes import toy2d
+from jaxlab.train import (
     Experiment,
     adamw_with_warmup,
     atomic_path,
     describe_ema,
-    import_experiment_file,
     is_writer,
     named_key,
-    restore_state,
+    restore_params,
     train,
 )
 
 STEP_COUNTS = (1, 2, 4, 8, 32, 128)
-
-
-toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +68,7 @@ def make_batches(config: Config):
 
 
 def _restore_params(config: Config, workdir: Path):
-    method = build_method(config)
-    batches = make_batches(config)
-    state = restore_state(method, adamw_with_warmup(config), batches(0), config, workdir)
-    return method, state.ema_params
+    return build_method(config), restore_params(workdir)
 
 
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
@@ -112,7 +103,8 @@ def make_evaluate(config: Config, draw):
 
 def plot_samples(samples: np.ndarray, path: Path, *, data: np.ndarray | None = None, title: str = "samples") -> None:
     panels = ([("data", data)] if data is not None else []) + [(title, samples)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    fig = Figure(figsize=(4 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, points) in zip(axes[0], panels):
         ax.scatter(points[:, 0], points[:, 1], s=1.5, alpha=0.6)
         ax.set_title(name)
@@ -121,7 +113,6 @@ def plot_samples(samples: np.ndarray, path: Path, *, data: np.ndarray | None = N
         ax.set_aspect("equal")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float]:

@@ -30,23 +30,17 @@ import json
 from pathlib import Path
 
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import scipy.special
 import scipy.stats
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.density import fit_fourier_density, fourier_log_prob, num_parameters  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, named_key, write_json_atomic  # noqa: E402
+from jaxlab.density import fit_fourier_density, fourier_log_prob, num_parameters
+from jaxlab.train import Experiment, TrainConfig, named_key, write_json_atomic
 
 # name -> list of (weight, frozen scipy distribution)
 MIXTURES = {
-    "multimodal": [
-        (w, scipy.stats.norm(m, s))
-        for w, m, s in zip([0.1, 0.2, 0.25, 0.2, 0.15, 0.1], [-5, -3, -1, 1, 3, 5], [0.3, 0.5, 0.2, 0.4, 0.3, 0.6])
-    ],
+    "multimodal": [(w, scipy.stats.norm(m, s)) for w, m, s in zip([0.1, 0.2, 0.25, 0.2, 0.15, 0.1], [-5, -3, -1, 1, 3, 5], [0.3, 0.5, 0.2, 0.4, 0.3, 0.6])],
     "heavy_tailed": [(0.7, scipy.stats.t(df=1.5, loc=0.0, scale=1.0)), (0.3, scipy.stats.t(df=3.0, loc=5.0, scale=0.5))],
     "skewed": [(0.6, scipy.stats.lognorm(s=0.6, scale=np.exp(0.5))), (0.4, scipy.stats.norm(-1.0, 0.3))],
     "spike": [(0.85, scipy.stats.norm(0.0, 1.5)), (0.15, scipy.stats.norm(2.0, 0.05))],
@@ -110,7 +104,8 @@ def gmm_log_prob(x: np.ndarray, log_weights, means, variances) -> np.ndarray:
 
 
 def _plot(curves: dict, path: Path) -> None:
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig = Figure(figsize=(11, 7))
+    axes = fig.subplots(2, 2)
     for ax, (name, c) in zip(axes.flat, curves.items()):
         ax.hist(c["test"], bins=np.linspace(c["grid"][0], c["grid"][-1], 120), density=True, color="0.85", label="held-out data")
         ax.plot(c["grid"], c["true"], "k--", lw=1.2, label="true")
@@ -120,16 +115,12 @@ def _plot(curves: dict, path: Path) -> None:
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _write_table(rows: list[dict], workdir: Path) -> None:
     write_json_atomic(workdir / "nll_table.json", rows)
     lines = ["| mixture | Fourier NLL | GMM NLL | true NLL | Fourier params | GMM params |", "|---|---|---|---|---|---|"]
-    lines += [
-        f"| {r['mixture']} | {r['fourier']:.4f} | {r['gmm']:.4f} | {r['true']:.4f} | {r['fourier_params']} | {r['gmm_params']} |"
-        for r in rows
-    ]
+    lines += [f"| {r['mixture']} | {r['fourier']:.4f} | {r['gmm']:.4f} | {r['true']:.4f} | {r['fourier_params']} | {r['gmm_params']} |" for r in rows]
     (workdir / "nll_table.md").write_text("\n".join(lines) + "\n")
 
 

@@ -36,19 +36,17 @@ Optimal Polynomial Projections" (Section 4.1, Figure 3).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab import ssm  # noqa: E402
-from jaxlab.train import Experiment, check_fields, named_key  # noqa: E402
+from jaxlab import ssm
+from jaxlab.train import Experiment, check_fields, named_key
 
 Measure = Literal["legs", "legt", "lagt", "fout"]
 LABELS = {"legs": "LegS", "legt": "LegT", "lagt": "LagT", "fout": "FouT"}
@@ -96,14 +94,9 @@ class Config:
 
 def make_signals(config: Config) -> np.ndarray:
     """``(num_signals, L)`` unit-RMS band-limited noise; ``f[k]`` is the value at ``(k+1)·dt``."""
-    length = int(round(config.T / config.dt))
+    length = round(config.T / config.dt)
     key = named_key(config.seed, "signal")
-    return np.stack(
-        [
-            np.asarray(ssm.bandlimited_noise(jax.random.fold_in(key, i), length, dt=config.dt, freq=config.freq))
-            for i in range(config.num_signals)
-        ]
-    )
+    return np.stack([np.asarray(ssm.bandlimited_noise(jax.random.fold_in(key, i), length, dt=config.dt, freq=config.freq)) for i in range(config.num_signals)])
 
 
 def _errors_and_reconstructions(config: Config, signals: np.ndarray) -> tuple[dict, dict]:
@@ -111,18 +104,17 @@ def _errors_and_reconstructions(config: Config, signals: np.ndarray) -> tuple[di
     errors, curves = {}, {}
     for measure in config.measures:
         for n in config.Ns:
-            err = jax.vmap(lambda f: ssm.reconstruction_error(f, measure, n, dt=config.dt, method=config.method))
+            err = jax.vmap(functools.partial(ssm.reconstruction_error, measure=measure, N=n, dt=config.dt, method=config.method))
             errors[measure, n] = np.asarray(err(jnp.asarray(signals)))
             if n == config.plot_n:
-                curves[measure] = np.asarray(
-                    ssm.reconstruct_history(signals[0], measure, n, dt=config.dt, method=config.method)
-                )
+                curves[measure] = np.asarray(ssm.reconstruct_history(signals[0], measure, n, dt=config.dt, method=config.method))
     return errors, curves
 
 
 def plot_reconstruction(config: Config, signal: np.ndarray, curves: dict, errors: dict, path: Path) -> None:
     times = config.dt * np.arange(1, signal.shape[0] + 1)
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
     ax.plot(times, signal, color="black", lw=2.0, label="signal")
     for measure, curve in curves.items():
         err = errors[measure, config.plot_n][0]
@@ -133,11 +125,11 @@ def plot_reconstruction(config: Config, signal: np.ndarray, curves: dict, errors
     ax.legend(loc="upper left", fontsize=8, ncol=len(curves) + 1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_error_vs_n(config: Config, errors: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
     for measure in config.measures:
         means = [errors[measure, n].mean() for n in config.Ns]
         ax.plot(config.Ns, means, marker="o", label=LABELS[measure])
@@ -151,7 +143,6 @@ def plot_error_vs_n(config: Config, errors: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def error_table(config: Config, errors: dict) -> tuple[str, str]:

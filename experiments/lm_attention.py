@@ -37,14 +37,11 @@ import time
 from pathlib import Path
 
 import jax
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import VOCAB_SIZE, random_windows, text_split  # noqa: E402
-from jaxlab.nn import (  # noqa: E402
+from jaxlab.data import VOCAB_SIZE, random_windows, text_split
+from jaxlab.nn import (
     AttentionConfig,
     DecoderLM,
     MLAConfig,
@@ -55,8 +52,8 @@ from jaxlab.nn import (  # noqa: E402
     init_caches,
     token_losses,
 )
-from jaxlab.tasks import LanguageModel  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, train  # noqa: E402
+from jaxlab.tasks import LanguageModel
+from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, train
 
 VARIANTS = ("mha", "gqa", "mqa", "mla")
 
@@ -97,16 +94,12 @@ def attention_config(config: Config, variant: str) -> AttentionConfig | MLAConfi
     if variant == "mqa":
         return AttentionConfig(h, d, 1)
     if variant == "mla":
-        return MLAConfig(
-            num_heads=h, kv_lora_rank=config.mla_kv_lora_rank, qk_nope_dim=d, qk_rope_dim=config.mla_rope_dim, v_head_dim=d
-        )
+        return MLAConfig(num_heads=h, kv_lora_rank=config.mla_kv_lora_rank, qk_nope_dim=d, qk_rope_dim=config.mla_rope_dim, v_head_dim=d)
     raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
 
 
 def _model(config: Config, attention, d_ff: int) -> TransformerConfig:
-    return TransformerConfig(
-        attention=attention, vocab_size=VOCAB_SIZE, d_model=config.d_model, num_layers=config.num_layers, d_ff=d_ff
-    )
+    return TransformerConfig(attention=attention, vocab_size=VOCAB_SIZE, d_model=config.d_model, num_layers=config.num_layers, d_ff=d_ff)
 
 
 @functools.lru_cache(maxsize=64)
@@ -182,11 +175,11 @@ def write_outputs(rows: dict[str, dict[str, float]], workdir: Path) -> None:
     (workdir / "attention_table.json").write_text(json.dumps(rows, indent=2) + "\n")
     header = "| variant | params | d_ff | val loss (nats) | KV-cache bytes/token | decode tokens/s |\n|---|---|---|---|---|---|\n"
     lines = [
-        f"| {v} | {r['params']} | {r['d_ff']} | {r['val_loss']:.4f} | {r['kv_bytes_per_token']} | {r['decode_tokens_per_s']:.0f} |"
-        for v, r in rows.items()
+        f"| {v} | {r['params']} | {r['d_ff']} | {r['val_loss']:.4f} | {r['kv_bytes_per_token']} | {r['decode_tokens_per_s']:.0f} |" for v, r in rows.items()
     ]
     (workdir / "attention_table.md").write_text(header + "\n".join(lines) + "\n")
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    fig = Figure(figsize=(12, 3.5))
+    axes = fig.subplots(1, 3)
     names = list(rows)
     for ax, key, label in zip(
         axes,
@@ -198,7 +191,6 @@ def write_outputs(rows: dict[str, dict[str, float]], workdir: Path) -> None:
     axes[0].set_ylim(min(r["val_loss"] for r in rows.values()) * 0.95, max(r["val_loss"] for r in rows.values()) * 1.02)
     fig.tight_layout()
     fig.savefig(workdir / "attention.png", dpi=120)
-    plt.close(fig)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float]:

@@ -43,17 +43,20 @@ import time
 from pathlib import Path
 
 import jax
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import VOCAB_SIZE, random_windows, text_split  # noqa: E402
-from jaxlab.nn import AttentionConfig, DecoderLM, RopeConfig, TransformerConfig, count_params  # noqa: E402
-from jaxlab.tasks import LanguageModel  # noqa: E402
-from jaxlab.nn import token_losses  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, train  # noqa: E402
+from jaxlab.data import VOCAB_SIZE, random_windows, text_split
+from jaxlab.nn import (
+    AttentionConfig,
+    DecoderLM,
+    RopeConfig,
+    TransformerConfig,
+    count_params,
+    token_losses,
+)
+from jaxlab.tasks import LanguageModel
+from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, train
 
 METHODS = ("rope", "pi", "ntk", "dynamic_ntk", "yarn", "rerope", "leaky_rerope")
 
@@ -89,9 +92,7 @@ def model_config(config: Config, rope: RopeConfig | None = None) -> TransformerC
         head_dim=config.d_model // config.num_heads,
         rope=RopeConfig(base=config.rope_base) if rope is None else rope,
     )
-    return TransformerConfig(
-        attention=attention, vocab_size=VOCAB_SIZE, d_model=config.d_model, num_layers=config.num_layers, d_ff=config.d_ff
-    )
+    return TransformerConfig(attention=attention, vocab_size=VOCAB_SIZE, d_model=config.d_model, num_layers=config.num_layers, d_ff=config.d_ff)
 
 
 def rope_settings(config: Config, method: str, logn: bool) -> RopeConfig:
@@ -127,7 +128,7 @@ def eval_windows(tokens: np.ndarray, length: int, num_tokens: int) -> np.ndarray
     return tokens[starts[:, None] + np.arange(length + 1)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loss_fn(model: TransformerConfig):
     return jax.jit(lambda params, windows: token_losses(DecoderLM(model).apply, params, windows))
 
@@ -169,7 +170,8 @@ def write_tables(curves: dict[str, dict[int, np.ndarray]], contexts: tuple[int, 
 
 def plot(curves: dict[str, dict[int, np.ndarray]], config: Config, workdir: Path) -> None:
     contexts = config.eval_contexts
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, suffix, title in ((axes[0], "", "without log-n"), (axes[1], "_logn", "with log-n scaling")):
         for method in config.methods:
             losses = [curves[method + suffix][L].mean() for L in contexts]
@@ -182,10 +184,10 @@ def plot(curves: dict[str, dict[int, np.ndarray]], config: Config, workdir: Path
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(workdir / "extrapolation.png", dpi=120)
-    plt.close(fig)
 
     longest = max(contexts)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     bucket = max(1, longest // 32)
     for name in curves:
         curve = curves[name][longest]
@@ -199,7 +201,6 @@ def plot(curves: dict[str, dict[int, np.ndarray]], config: Config, workdir: Path
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(workdir / "loss_by_position.png", dpi=120)
-    plt.close(fig)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float]:

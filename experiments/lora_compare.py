@@ -46,23 +46,21 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import digits_split  # noqa: E402
-from jaxlab.optim import (  # noqa: E402
+from jaxlab.data import digits_split
+from jaxlab.nn import ClassifierMLP
+from jaxlab.optim import (
     default_lora_predicate,
     lora_ga_init,
     lora_init,
@@ -71,7 +69,7 @@ from jaxlab.optim import (  # noqa: E402
     lora_pro_adam,
     lora_scale,
 )
-from jaxlab.train import Experiment, TrainConfig, named_key, write_json_atomic  # noqa: E402
+from jaxlab.train import Experiment, TrainConfig, named_key, write_json_atomic
 
 METHODS = ("lora", "lora_plus", "lora_ga", "lora_pro")
 LABELS = {"full": "full fine-tuning", "lora": "LoRA", "lora_plus": "LoRA+", "lora_ga": "LoRA-GA",
@@ -129,16 +127,6 @@ class Config(TrainConfig):
             raise ValueError(f"ranks must be ints with 1 <= 2 * rank <= min(64, width), got {self.ranks!r}")
 
 
-class MLP(nn.Module):
-    width: int
-
-    @nn.compact
-    def __call__(self, x):  # (b, 64) -> (b, 10)
-        x = nn.relu(nn.Dense(self.width, name="Dense_0")(x))
-        x = nn.relu(nn.Dense(self.width, name="Dense_1")(x))
-        return nn.Dense(10, name="head")(x)
-
-
 def hidden_kernels(path: str, leaf) -> bool:
     """LoRA targets: the 2-D kernels except the head's."""
     return default_lora_predicate(path, leaf) and "/head/" not in f"/{path}/"
@@ -166,7 +154,7 @@ def batch_indices(n: int, steps: int, batch: int, seed: int) -> np.ndarray:
     return order[: steps * batch].reshape(steps, batch).astype(np.int32)
 
 
-def pretrain(net: MLP, data, config: Config):
+def pretrain(net: ClassifierMLP, data, config: Config):
     x, y = jnp.asarray(data["train_old_x"]), jnp.asarray(data["train_old_y"])
     params = net.init(named_key(config.seed, "init"), x[:1])
     opt = optax.adam(config.pretrain_learning_rate)
@@ -194,7 +182,7 @@ class Arm:
     seconds: float = 0.0
 
 
-def build_arm(method: str, rank: int | None, net: MLP, pretrained, data, config: Config) -> Arm:
+def build_arm(method: str, rank: int | None, net: ClassifierMLP, pretrained, data, config: Config) -> Arm:
     """Trainable tree, optimizer and ``assemble`` (trainable -> dense params) of one arm."""
     name = "full" if method == "full" else f"{method}_r{rank}"
     if method == "full":
@@ -230,7 +218,7 @@ def count(tree) -> int:
     return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
-def run_arm(arm: Arm, net: MLP, data, idx: np.ndarray, config: Config) -> None:
+def run_arm(arm: Arm, net: ClassifierMLP, data, idx: np.ndarray, config: Config) -> None:
     x, y = jnp.asarray(data["train_new_x"]), jnp.asarray(data["train_new_y"])
     tests = {k: (jnp.asarray(data[f"test_{k}_x"]), jnp.asarray(data[f"test_{k}_y"])) for k in ("new", "old")}
     opt = arm.optimizer
@@ -257,7 +245,7 @@ def run_arm(arm: Arm, net: MLP, data, idx: np.ndarray, config: Config) -> None:
     points = sorted({0, *range(config.eval_every, config.steps, config.eval_every), config.steps})
     chunk = jax.jit(chunk)
     carry = (arm.trainable, opt.init(arm.trainable))
-    for a, b in zip(points, points[1:]):  # compile every chunk length before timing
+    for a, b in itertools.pairwise(points):  # compile every chunk length before timing
         chunk.lower(carry, jnp.asarray(idx[a:b])).compile()
 
     def record(step, train_loss):
@@ -265,7 +253,7 @@ def run_arm(arm: Arm, net: MLP, data, idx: np.ndarray, config: Config) -> None:
         arm.history.append({"step": step, "train_loss": train_loss, **{k: float(v) for k, v in m.items()}})
 
     record(0, float("nan"))
-    for a, b in zip(points, points[1:]):
+    for a, b in itertools.pairwise(points):
         start = time.perf_counter()
         carry, losses = jax.block_until_ready(chunk(carry, jnp.asarray(idx[a:b])))
         arm.seconds += time.perf_counter() - start
@@ -274,7 +262,8 @@ def run_arm(arm: Arm, net: MLP, data, idx: np.ndarray, config: Config) -> None:
 
 
 def plot(arms: list[Arm], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     colors = {"full": "k", "lora": "C0", "lora_plus": "C1", "lora_ga": "C2", "lora_pro": "C3"}
     for arm in arms:
         style = "-" if arm.rank is None or arm.rank == max(a.rank or 0 for a in arms) else "--"
@@ -292,7 +281,6 @@ def plot(arms: list[Arm], path: Path) -> None:
     fig.suptitle("digits MLP pre-trained on 0–4, fine-tuned on 5–9")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def steps_to(history: list[dict[str, float]], target: float) -> int | None:
@@ -301,10 +289,10 @@ def steps_to(history: list[dict[str, float]], target: float) -> int | None:
 
 
 def table(arms: list[Arm], pretrained_old: float, config: Config) -> str:
-    lines = [f"Pre-trained model: held-out accuracy on classes 0–4 = {pretrained_old:.4f}. "
-             f"Accuracy on 0–4 after fine-tuning is task-aware (argmax over the logits of 0–4).", "",
-             f"| method | rank | trainable params | steps to {config.target_accuracy:g} | final accuracy 5–9 "
-             "| final loss 5–9 | accuracy 0–4 after | train seconds |",
+    lines = [(f"Pre-trained model: held-out accuracy on classes 0–4 = {pretrained_old:.4f}. "
+             f"Accuracy on 0–4 after fine-tuning is task-aware (argmax over the logits of 0–4)."), "",
+             (f"| method | rank | trainable params | steps to {config.target_accuracy:g} | final accuracy 5–9 "
+             "| final loss 5–9 | accuracy 0–4 after | train seconds |"),
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm in arms:
         h, reach = arm.history[-1], steps_to(arm.history, config.target_accuracy)
@@ -317,7 +305,7 @@ def table(arms: list[Arm], pretrained_old: float, config: Config) -> str:
 def run(config: Config, workdir: Path) -> dict[str, Any]:
     workdir = Path(workdir)
     data = load_data()
-    net = MLP(config.width)
+    net = ClassifierMLP(config.width)
     pretrained = pretrain(net, data, config)
     logits = net.apply(pretrained, jnp.asarray(data["test_old_x"]))
     pretrained_old = float(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(data["test_old_y"])))

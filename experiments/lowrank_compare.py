@@ -46,18 +46,14 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import digits_split, load_digits  # noqa: E402
-from jaxlab.linalg import cr_approx, interpolative, randomized_svd, truncated_svd  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, import_experiment_file, named_key, write_json_atomic  # noqa: E402
-
-lora = import_experiment_file(Path(__file__).with_name("lora_compare.py"))
+from jaxlab.data import digits_split, load_digits
+from jaxlab.linalg import cr_approx, interpolative, randomized_svd, truncated_svd
+from jaxlab.nn import ClassifierMLP
+from jaxlab.train import Experiment, TrainConfig, named_key, write_json_atomic
 
 METHODS = ("tsvd", "rsvd", "id", "cr")
 LABELS = {"tsvd": "truncated SVD", "rsvd": "randomized SVD", "id": "interpolative (pivoted QR)", "cr": "CR sampling"}
@@ -103,9 +99,9 @@ class Config(TrainConfig):
 def train_weight(config: Config) -> tuple[np.ndarray, float]:
     """Trains the MLP with Adam on the digits train split; returns ``Dense_1/kernel`` and test accuracy."""
     split = digits_split(seed=0)
-    scale = lambda im: jnp.asarray(im.reshape(len(im), -1), jnp.float32) / 8.0 - 1.0  # noqa: E731
+    scale = lambda im: jnp.asarray(im.reshape(len(im), -1), jnp.float32) / 8.0 - 1.0
     x, y = scale(split["train_images"]), jnp.asarray(split["train_labels"])
-    net = lora.MLP(config.width)  # the lora-compare network (64 → width → width → 10)
+    net = ClassifierMLP(config.width)  # the lora-compare network (64 → width → width → 10)
     params = net.init(named_key(config.seed, "init"), x[:1])
     opt = optax.adam(config.learning_rate)
 
@@ -172,19 +168,22 @@ def evaluate(name: str, m: np.ndarray, config: Config) -> list[dict[str, Any]]:
                 times.append(1e3 * (time.perf_counter() - start))
                 errors.append(float(jnp.linalg.norm(m - mk)) / norm)
                 gram_errors.append(float(jnp.linalg.norm(gram - approx)) / gram_norm)
-            rows.append({
-                "matrix": name,
-                "method": method,
-                "rank": k,
-                "error": None if method == "cr" else statistics.fmean(errors),
-                "gram_error": statistics.fmean(gram_errors),
-                "ms": min(times),
-            })
+            rows.append(
+                {
+                    "matrix": name,
+                    "method": method,
+                    "rank": k,
+                    "error": None if method == "cr" else statistics.fmean(errors),
+                    "gram_error": statistics.fmean(gram_errors),
+                    "ms": min(times),
+                }
+            )
     return rows
 
 
 def plot(rows: list[dict[str, Any]], matrices: list[str], path: Path, *, field: str, ylabel: str) -> None:
-    fig, axes = plt.subplots(1, len(matrices) * (2 if field == "error" else 1), figsize=(10, 3.6), squeeze=False)
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, len(matrices) * (2 if field == "error" else 1), squeeze=False)
     panels = [(mat, f) for mat in matrices for f in (("error", "gram_error") if field == "error" else (field,))]
     for ax, (mat, f) in zip(axes[0], panels):
         for color, method in zip(("C0", "C1", "C2", "C3"), METHODS):
@@ -200,7 +199,6 @@ def plot(rows: list[dict[str, Any]], matrices: list[str], path: Path, *, field: 
     axes[0][min(1, len(panels) - 1)].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def table(rows: list[dict[str, Any]], shapes: dict[str, tuple[int, int]]) -> str:

@@ -61,26 +61,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import digits_split, epoch_permutation_batch  # noqa: E402
-from jaxlab.optim import muon  # noqa: E402
-from jaxlab.train import (  # noqa: E402
+from jaxlab.data import digits_split, epoch_permutation_batch
+from jaxlab.nn import ClassifierMLP
+from jaxlab.optim import muon
+from jaxlab.tasks import Classifier
+from jaxlab.train import (
     Experiment,
     NonFiniteLossError,
     TrainConfig,
@@ -145,50 +143,15 @@ class Config(TrainConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
 
-class MLP(nn.Module):
-    """``depth`` hidden ReLU layers (``Dense_i``) and a linear output layer named ``head``."""
-
-    width: int
-    depth: int
-
-    @nn.compact
-    def __call__(self, x):  # (b, 64) -> (b, 10)
-        for i in range(self.depth):
-            x = nn.relu(nn.Dense(self.width, name=f"Dense_{i}")(x))
-        return nn.Dense(NUM_CLASSES, name="head")(x)
-
-
-@dataclasses.dataclass(frozen=True)
-class Classifier:
-    """Method adapter: softmax cross-entropy of a network on ``{"x": (b, 64), "y": (b,)}``."""
-
-    apply_fn: Callable
-    init_fn: Callable
-
-    def init(self, key, batch):
-        return self.init_fn(key, batch["x"])
-
-    def metrics(self, params, batch) -> dict[str, jax.Array]:
-        logits = self.apply_fn(params, batch["x"])  # (b, 10)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-        accuracy = (jnp.argmax(logits, -1) == batch["y"]).mean()
-        return {"loss": loss, "accuracy": accuracy}
-
-    def loss(self, params, batch, *, key, ctx):
-        del key, ctx
-        metrics = self.metrics(params, batch)
-        return metrics["loss"], {"accuracy": metrics["accuracy"]}
-
-
 def build_method(config: Config) -> Classifier:
-    network = MLP(width=config.width, depth=config.depth)
+    network = ClassifierMLP(width=config.width, depth=config.depth, num_classes=NUM_CLASSES)
     return Classifier(apply_fn=network.apply, init_fn=network.init)
 
 
 def load_data(config: Config) -> dict[str, np.ndarray]:
     """Digits as float32 ``(n, 64)`` in [-1, 1] and int32 labels, split by ``split_seed``."""
     split = digits_split(seed=config.split_seed, test_fraction=config.test_fraction)
-    scale = lambda images: (images.reshape(len(images), -1).astype(np.float32) / 8.0 - 1.0)  # noqa: E731
+    scale = lambda images: images.reshape(len(images), -1).astype(np.float32) / 8.0 - 1.0
     return {
         "train_x": scale(split["train_images"]),
         "train_y": split["train_labels"].astype(np.int32),
@@ -221,9 +184,7 @@ def build_optimizer(name: str, config: Config) -> optax.GradientTransformation:
 
 def batch_indices(config: Config, num_train: int) -> np.ndarray:
     """``(steps, batch)`` example indices; the same sequence for every optimizer."""
-    return np.stack(
-        [epoch_permutation_batch(num_train, config.batch_size, seed=config.seed, step=s) for s in range(config.steps)]
-    ).astype(np.int32)
+    return np.stack([epoch_permutation_batch(num_train, config.batch_size, seed=config.seed, step=s) for s in range(config.steps)]).astype(np.int32)
 
 
 def eval_points(config: Config) -> list[int]:
@@ -277,7 +238,7 @@ def train_arms(config: Config, data: dict[str, jax.Array], *, progress: bool = T
     """Trains every optimizer in lock-step, evaluating at :func:`eval_points`."""
     method = build_method(config)
     points = eval_points(config)
-    lengths = sorted({b - a for a, b in zip(points, points[1:])})
+    lengths = sorted({b - a for a, b in itertools.pairwise(points)})
     idx = jnp.asarray(batch_indices(config, len(data["train_x"])))
     first_batch = {"x": data["train_x"][idx[0]], "y": data["train_y"][idx[0]]}
     evaluate = jax.jit(method.metrics)
@@ -288,19 +249,21 @@ def train_arms(config: Config, data: dict[str, jax.Array], *, progress: bool = T
 
     def record(arm: Arm, step: int) -> None:
         held_out, train = jax.device_get((evaluate(arm.state.params, test), evaluate(arm.state.params, train_eval)))
-        arm.history.append({
-            "step": step,
-            "seconds": arm.seconds,
-            "loss": float(held_out["loss"]),
-            "accuracy": float(held_out["accuracy"]),
-            "train_loss": float(train["loss"]),
-        })
+        arm.history.append(
+            {
+                "step": step,
+                "seconds": arm.seconds,
+                "loss": float(held_out["loss"]),
+                "accuracy": float(held_out["accuracy"]),
+                "train_loss": float(train["loss"]),
+            }
+        )
 
     for arm in arms.values():
         record(arm, 0)
     bar = tqdm(total=config.steps * len(arms), unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
     with bar:
-        for a, b in zip(points, points[1:]):
+        for a, b in itertools.pairwise(points):
             for arm in arms.values():
                 bar.set_description(arm.name)
                 start = time.perf_counter()
@@ -320,7 +283,8 @@ def train_arms(config: Config, data: dict[str, jax.Array], *, progress: bool = T
 
 def plot_curves(arms: dict[str, Arm], target: float, path: Path, *, x: str) -> None:
     """Held-out loss (solid) and train loss (dotted) against ``x`` (``"step"`` or ``"seconds"``)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for color, (name, arm) in zip(("C0", "C1", "C2"), arms.items(), strict=False):
         xs = [h[x] for h in arm.history]
         ax.plot(xs, [h["loss"] for h in arm.history], color=color, label=f"{LABELS[name]} (held-out)")
@@ -335,7 +299,6 @@ def plot_curves(arms: dict[str, Arm], target: float, path: Path, *, x: str) -> N
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _fmt(value, spec: str) -> str:
@@ -350,8 +313,7 @@ def target_table(arms: dict[str, Arm], target: float, config: Config) -> str:
     lines = [
         f"Target: AdamW's final held-out loss {target:.4f} (evaluated every {config.eval_every} steps).",
         "",
-        "| optimizer | peak learning rate | steps to target | seconds to target "
-        "| final held-out loss | final accuracy | train seconds | ms/step |",
+        ("| optimizer | peak learning rate | steps to target | seconds to target | final held-out loss | final accuracy | train seconds | ms/step |"),
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, arm in arms.items():

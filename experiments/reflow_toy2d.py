@@ -23,25 +23,20 @@ import math
 from pathlib import Path
 
 import jax
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import epoch_permutation_batch, sample_toy2d, toy2d_batches  # noqa: E402
-from jaxlab.eval import energy_distance  # noqa: E402
-from jaxlab.generative import RectifiedFlow, ode_log_likelihood, sample_ode, schedules  # noqa: E402
-from jaxlab.generative.reflow import ReFlow, generate_couplings, straightness  # noqa: E402
-from jaxlab.nn import TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, restore_state, train, write_json_atomic  # noqa: E402
+from jaxlab.data import epoch_permutation_batch, sample_toy2d, toy2d_batches
+from jaxlab.eval import energy_distance
+from jaxlab.generative import RectifiedFlow, ode_log_likelihood, sample_ode, schedules
+from jaxlab.generative.reflow import ReFlow, generate_couplings, straightness
+from jaxlab.nn import TimeMLP
+from jaxlab.recipes import toy2d
+from jaxlab.train import Experiment, adamw_with_warmup, named_key, restore_params, train, write_json_atomic
 
 STEP_COUNTS = (1, 2, 4, 8, 32, 128)
 STAGES = ("before", "after")
 TRUE_NLL = {"checkerboard": math.log(6.0)}
-
-
-toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,31 +86,25 @@ def make_couplings(first: RectifiedFlow, params, config: Config) -> tuple[np.nda
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
     """Samples from the ReFlow (stage 2) checkpoint; 1 Euler step by default."""
     _, second = build_flows(config)
-    batch = {"x0": np.zeros((config.batch_size, 2), np.float32), "x1": np.zeros((config.batch_size, 2), np.float32)}
-    second_config = dataclasses.replace(config, steps=config.reflow_steps)
-    state = restore_state(second, adamw_with_warmup(config), batch, second_config, Path(workdir) / "rectified_2")
+    params = restore_params(Path(workdir) / "rectified_2")
     draw = jax.jit(second.sample, static_argnames=("num", "steps"))
-    return np.asarray(draw(state.ema_params, key=jax.random.key(seed), num=num, steps=steps or 1))
+    return np.asarray(draw(params, key=jax.random.key(seed), num=num, steps=steps or 1))
 
 
 def plot_samples(samples: np.ndarray, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     ax.scatter(samples[:, 0], samples[:, 1], s=1.5, alpha=0.6)
     ax.set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title="2-rectified flow samples")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def make_evaluators(apply_fn, config: Config) -> dict:
     """Jitted evaluation functions of a flow's parameters, built once and shared by both flows."""
-    euler = {
-        steps: jax.jit(lambda p, z, steps=steps: sample_ode(apply_fn, p, z, steps=steps, solver="euler")) for steps in config.step_counts
-    }
+    euler = {steps: jax.jit(lambda p, z, steps=steps: sample_ode(apply_fn, p, z, steps=steps, solver="euler")) for steps in config.step_counts}
     measure = jax.jit(lambda p, z: straightness(apply_fn, p, z, steps=config.straightness_steps))
-    log_prob = jax.jit(
-        lambda p, x: ode_log_likelihood(apply_fn, p, x, schedule=schedules.linear_path, prediction="velocity", steps=config.nll_steps)
-    )
+    log_prob = jax.jit(lambda p, x: ode_log_likelihood(apply_fn, p, x, schedule=schedules.linear_path, prediction="velocity", steps=config.nll_steps))
     return {"euler": euler, "straightness": measure, "log_prob": log_prob}
 
 
@@ -147,7 +136,8 @@ def _report(results: dict, samples: dict, data: np.ndarray, counts: tuple[int, .
     )
     (workdir / "reflow_table.md").write_text("Energy distance of Euler samples to fresh data\n\n" + "\n".join(lines) + f"\n\n{footer}\n")
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for stage in STAGES:
         ax.plot(counts, [rows[stage][k] for k in counts], marker="o", label=names[stage])
     ax.axhline(results["energy_data"], color="gray", linestyle=":", label="data vs data")
@@ -156,10 +146,10 @@ def _report(results: dict, samples: dict, data: np.ndarray, counts: tuple[int, .
     ax.legend()
     fig.tight_layout()
     fig.savefig(workdir / "energy_vs_steps.png", dpi=120)
-    plt.close(fig)
 
     shown = tuple(k for k in (1, 2, 8, 128) if k in counts) or counts[:4]
-    fig, axes = plt.subplots(2, 1 + len(shown), figsize=(2.6 * (1 + len(shown)), 5.4))
+    fig = Figure(figsize=(2.6 * (1 + len(shown)), 5.4))
+    axes = fig.subplots(2, 1 + len(shown))
     for row, stage in enumerate(STAGES):
         for ax, (title, points) in zip(axes[row], [("data", data)] + [(f"{names[stage]}, {k}", samples[stage][k]) for k in shown]):
             ax.scatter(points[:, 0], points[:, 1], s=0.8, alpha=0.5)
@@ -167,7 +157,6 @@ def _report(results: dict, samples: dict, data: np.ndarray, counts: tuple[int, .
             ax.set_title(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(workdir / "samples.png", dpi=110)
-    plt.close(fig)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float | None]:

@@ -34,16 +34,14 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import digits_split, epoch_permutation_batch, load_mnist  # noqa: E402
-from jaxlab.ssm import SSMClassifier, ssm_adamw  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, named_key, train  # noqa: E402
+from jaxlab.data import digits_split, epoch_permutation_batch, load_mnist
+from jaxlab.ssm import SSMClassifier, ssm_adamw
+from jaxlab.tasks import SequenceClassifier
+from jaxlab.train import Experiment, TrainConfig, train
 
 NUM_CLASSES = 10
 
@@ -89,32 +87,6 @@ class Config(TrainConfig):
     split_seed: int = 0
     data_dir: str | None = None
     eval_batch_size: int = 512
-
-
-@dataclasses.dataclass(frozen=True)
-class SequenceClassifier:
-    """Method adapter: cross-entropy of a sequence classifier; logs accuracy.
-
-    Batches are ``{"x": (B, L) float32, "y": (B,) int32}``.
-    """
-
-    apply_fn: Callable
-    init_fn: Callable
-    dropout: float = 0.0
-
-    def init(self, key: jax.Array, batch: dict) -> Any:
-        return self.init_fn(key, jnp.asarray(batch["x"]))["params"]
-
-    def logits(self, params: Any, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        train = key is not None and self.dropout > 0
-        rngs = {"dropout": key} if train else {}
-        return self.apply_fn({"params": params}, x, deterministic=not train, rngs=rngs)
-
-    def loss(self, params: Any, batch: dict, *, key: jax.Array, ctx: Any) -> tuple[jax.Array, dict]:
-        logits = self.logits(params, batch["x"], key=key)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
-        return loss, {"accuracy": accuracy}
 
 
 def load_data(config: Config) -> dict[str, np.ndarray]:
@@ -196,8 +168,9 @@ def evaluate(logits_fn: Callable, params: Any, x: np.ndarray, y: np.ndarray, bat
 def plot_predictions(probs: np.ndarray, x: np.ndarray, labels: np.ndarray, path: Path) -> None:
     """The first test images with their predicted class probabilities (a sanity picture)."""
     num = min(8, x.shape[0], probs.shape[0])
-    side = int(round(np.sqrt(x.shape[1])))
-    fig, axes = plt.subplots(2, num, figsize=(1.6 * num, 3.4), squeeze=False)
+    side = round(np.sqrt(x.shape[1]))
+    fig = Figure(figsize=(1.6 * num, 3.4))
+    axes = fig.subplots(2, num, squeeze=False)
     for i in range(num):
         axes[0, i].imshow(x[i].reshape(side, side), cmap="gray_r")
         axes[0, i].set_axis_off()
@@ -210,7 +183,6 @@ def plot_predictions(probs: np.ndarray, x: np.ndarray, labels: np.ndarray, path:
         axes[0, i].set_title(title, fontsize=8, color="red" if wrong else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def run(config: Config, workdir: Path) -> dict[str, Any]:

@@ -49,22 +49,19 @@ Evolution Recurrent Neural Networks" (the adding problem).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.ssm import S4Block, ssm_adamw  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, named_key, train  # noqa: E402
+from jaxlab.ssm import S4Block, ssm_adamw
+from jaxlab.tasks import WeightedRegression
+from jaxlab.train import Experiment, TrainConfig, named_key, train
 
 ADDING_CHANCE_MSE = 1.0 / 6.0  # Var(v1 + v2), v ~ U(0, 1): predicting the mean target 1
 ADDING_WINDOWED_MSE = 1.0 / 12.0  # Var(v1): the first marked value lies outside any window W <= L/2
@@ -190,28 +187,6 @@ class SequenceRegressor(nn.Module):
         return nn.Dense(1, name="decoder")(nn.LayerNorm(name="norm")(h))[..., 0]
 
 
-@dataclasses.dataclass(frozen=True)
-class WeightedRegression:
-    """Method adapter: weighted mean squared error ``Σ w (f(x) − y)² / Σ w``.
-
-    Batches are ``{"x": (B, L, d_in), "y": (B, L), "w": (B, L)}``.
-    """
-
-    apply_fn: Callable
-    init_fn: Callable
-
-    def init(self, key: jax.Array, batch: dict) -> Any:
-        return self.init_fn(key, jnp.asarray(batch["x"]))["params"]
-
-    def predict(self, params: Any, x: jax.Array) -> jax.Array:
-        return self.apply_fn({"params": params}, x)
-
-    def loss(self, params: Any, batch: dict, *, key: jax.Array, ctx: Any) -> tuple[jax.Array, dict]:
-        error = self.predict(params, batch["x"]) - batch["y"]
-        mse = jnp.sum(batch["w"] * error**2) / jnp.sum(batch["w"])
-        return mse, {}
-
-
 def build_method(config: Config) -> WeightedRegression:
     block = {
         "d_state": config.d_state,
@@ -247,14 +222,16 @@ def make_batches(config: Config):
 
 def plot_predictions(config: Config, test: dict, predictions: np.ndarray, path: Path, *, metric: float) -> None:
     if config.task == "adding":
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        fig = Figure(figsize=(4.5, 4.5))
+        ax = fig.subplots()
         ax.scatter(test["y"][:, -1], predictions[:, -1], s=3, alpha=0.5)
         ax.plot([0, 2], [0, 2], color="gray", lw=0.8)
         ax.set_xlabel("target v1 + v2")
         ax.set_ylabel("prediction")
         ax.set_title(f"adding, L={config.seq_len}: MSE {metric:.4f} (windowed ≥ {ADDING_WINDOWED_MSE:.3f})", fontsize=9)
     else:
-        fig, ax = plt.subplots(figsize=(10, 3.5))
+        fig = Figure(figsize=(10, 3.5))
+        ax = fig.subplots()
         t = np.arange(config.seq_len)
         ax.plot(t, test["x"][0, :, 0], color="lightgray", lw=0.6, label="input x (white noise)")
         ax.plot(t, test["y"][0], color="black", lw=1.5, label=f"target: x low-passed, delayed {config.delay}")
@@ -267,7 +244,6 @@ def plot_predictions(config: Config, test: dict, predictions: np.ndarray, path: 
         ax.legend(fontsize=7, loc="upper left", ncol=4)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run(config: Config, workdir: Path) -> dict[str, Any]:
@@ -278,9 +254,7 @@ def run(config: Config, workdir: Path) -> dict[str, Any]:
     test = {k: np.asarray(v) for k, v in make_task(config, named_key(config.seed, "test"), config.num_test).items()}
     predict = jax.jit(method.predict)
     chunk = min(64, config.num_test)
-    predictions = np.concatenate(
-        [np.asarray(predict(params, test["x"][i : i + chunk])) for i in range(0, config.num_test, chunk)]
-    )
+    predictions = np.concatenate([np.asarray(predict(params, test["x"][i : i + chunk])) for i in range(0, config.num_test, chunk)])
     scored = test["w"] > 0
     error, target = (predictions - test["y"])[scored], test["y"][scored]
     mse = float(np.mean(error**2))

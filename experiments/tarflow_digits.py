@@ -33,16 +33,14 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.image
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import NUM_LEVELS, digits_split, digits_to_unit, epoch_permutation_batch, unit_to_digits  # noqa: E402
-from jaxlab.generative import TarFlow  # noqa: E402
-from jaxlab.nn import CausalTransformer  # noqa: E402
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, named_key, restore_state, train  # noqa: E402
+from jaxlab.data import NUM_LEVELS, digits_split, digits_to_unit, epoch_permutation_batch, unit_to_digits
+from jaxlab.generative import TarFlow
+from jaxlab.nn import CausalTransformer
+from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, named_key, restore_params, train
 
 NUM_CLASSES = 10
 BIN_WIDTH = 2.0 / (NUM_LEVELS - 1)  # spacing of the 17 levels on [-1, 1]
@@ -99,9 +97,7 @@ def make_batches(config: Config):
 
 
 def _restore(config: Config, workdir: Path):
-    method = build_method(config)
-    state = restore_state(method, adamw_with_warmup(config), make_batches(config)(0), config, Path(workdir))
-    return method, state.ema_params
+    return build_method(config), restore_params(workdir)
 
 
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
@@ -120,7 +116,7 @@ def plot_samples(samples: np.ndarray, path: Path) -> None:
     for i, image in enumerate(samples):
         r, c = divmod(i, NUM_CLASSES)
         canvas[r * 9 : r * 9 + 8, c * 9 : c * 9 + 8] = image
-    plt.imsave(path, canvas, cmap="gray_r", vmin=0, vmax=16)
+    matplotlib.image.imsave(path, canvas, cmap="gray_r", vmin=0, vmax=16)
 
 
 def class_log_likelihoods(method: TarFlow, params, images: np.ndarray, *, key: jax.Array, draws: int) -> np.ndarray:
@@ -162,7 +158,8 @@ def _grid(method: TarFlow, params, config: Config, *, key: jax.Array) -> tuple[d
 
 
 def _plot_grids(grids: dict[str, np.ndarray], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 4.2))
+    fig = Figure(figsize=(3.2 * len(grids), 4.2))
+    axes = fig.subplots(1, len(grids))
     for ax, (title, grid) in zip(axes, grids.items()):
         rows, cols = grid.shape[:2]
         canvas = np.full((rows * 9, cols * 9), 5.0)  # grey separators
@@ -174,7 +171,6 @@ def _plot_grids(grids: dict[str, np.ndarray], path: Path) -> None:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float]:

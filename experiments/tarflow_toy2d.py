@@ -30,22 +30,17 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab.data import sample_toy2d, toy2d_batches  # noqa: E402
-from jaxlab.eval import energy_distance  # noqa: E402
-from jaxlab.generative import RectifiedFlow, TarFlow, ode_log_likelihood, schedules  # noqa: E402
-from jaxlab.nn import CausalTransformer, TimeMLP  # noqa: E402
-from jaxlab.train import Experiment, adamw_with_warmup, import_experiment_file, named_key, restore_state, train  # noqa: E402
+from jaxlab.data import sample_toy2d, toy2d_batches
+from jaxlab.eval import energy_distance
+from jaxlab.generative import RectifiedFlow, TarFlow, ode_log_likelihood, schedules
+from jaxlab.nn import CausalTransformer, TimeMLP
+from jaxlab.recipes import toy2d
+from jaxlab.train import Experiment, adamw_with_warmup, named_key, restore_params, train
 
 TRUE_ENTROPY = {"checkerboard": math.log(6.0)}  # nats; closed forms where known
-
-
-toy2d = import_experiment_file(Path(__file__).with_name("_toy2d.py"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +62,7 @@ class Config(toy2d.Toy2DConfig):
 
 
 def build_method(config: Config) -> TarFlow:
-    network = CausalTransformer(
-        out_features=2, max_len=2, width=config.width, depth=config.depth, num_heads=config.num_heads
-    )
+    network = CausalTransformer(out_features=2, max_len=2, width=config.width, depth=config.depth, num_heads=config.num_heads)
     return TarFlow(apply_fn=network.apply, init_fn=network.init, data_shape=(2,), patch_size=1, num_blocks=config.num_blocks)
 
 
@@ -81,9 +74,9 @@ def make_batches(config: Config):
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
     """``num`` points from the latest checkpoint's EMA parameters (``steps`` unused: the inverse is exact)."""
     method = build_method(config)
-    state = restore_state(method, adamw_with_warmup(config), make_batches(config)(0), config, Path(workdir))
+    params = restore_params(workdir)
     draw = jax.jit(method.sample, static_argnames=("num", "steps"))
-    return np.asarray(draw(state.ema_params, key=jax.random.key(seed), num=num))
+    return np.asarray(draw(params, key=jax.random.key(seed), num=num))
 
 
 def flow_reference_nll(config: Config, workdir: Path, held_out: jax.Array) -> float:
@@ -92,25 +85,22 @@ def flow_reference_nll(config: Config, workdir: Path, held_out: jax.Array) -> fl
     flow = RectifiedFlow(apply_fn=network.apply, init_fn=network.init, data_shape=(2,))
     flow_config = dataclasses.replace(config, steps=config.flow_steps, ema_decay=0.999)
     params = train(flow, adamw_with_warmup(flow_config), make_batches(config), flow_config, workdir / "flow").ema_params
-    log_prob = jax.jit(
-        lambda p, x: ode_log_likelihood(
-            network.apply, p, x, schedule=schedules.linear_path, prediction="velocity", steps=config.flow_nll_steps
-        )
-    )
+    log_prob = jax.jit(lambda p, x: ode_log_likelihood(network.apply, p, x, schedule=schedules.linear_path, prediction="velocity", steps=config.flow_nll_steps))
     return -float(jnp.mean(log_prob(params, held_out)))
 
 
 def plot_samples(samples: np.ndarray, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     ax.scatter(samples[:, 0], samples[:, 1], s=1.5, alpha=0.6)
     ax.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal", title="TARFLOW samples")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _plot(data: np.ndarray, samples: np.ndarray, density: np.ndarray, extent: float, path: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    fig = Figure(figsize=(12, 4))
+    axes = fig.subplots(1, 3)
     for ax, (title, points) in zip(axes[:2], [("held-out data", data), ("TARFLOW samples (KV cache)", samples)]):
         ax.scatter(points[:, 0], points[:, 1], s=1.0, alpha=0.5)
         ax.set(xlim=(-extent, extent), ylim=(-extent, extent), aspect="equal", title=title)
@@ -118,7 +108,6 @@ def _plot(data: np.ndarray, samples: np.ndarray, density: np.ndarray, extent: fl
     axes[2].set_title("exact model density")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float | None]:

@@ -33,11 +33,8 @@ from jaxlab.data import digits_split, unit_to_digits
 from jaxlab.eval.features import classify_digits, digits_frechet_distance
 from jaxlab.generative import sample_ddim, sample_ddpm, uniform_times
 from jaxlab.generative.upsample_guidance import OUTPUT_PREDICTION, average_pool, upsample_guidance
-from jaxlab.train import Experiment, import_experiment_file, named_key, write_json_atomic
-
-
-
-digits = import_experiment_file(Path(__file__).with_name("digits_generation.py"))
+from jaxlab.recipes import digits
+from jaxlab.train import Experiment, named_key, write_json_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +52,7 @@ class Config(digits.Config):
 def sample_upsampled(method, params, config: Config, labels: np.ndarray, *, guidance: float) -> np.ndarray:
     """(n, 8m, 8m) levels from the 8×8 model, upsample-guided with weight ``guidance`` (0: plain)."""
     network = method.network(jnp.asarray(labels), config.cfg_scale)
-    guided = upsample_guidance(
-        network, schedule=method.schedule, prediction=method.prediction, factor=config.factor, scale=guidance, fraction=config.fraction
-    )
+    guided = upsample_guidance(network, schedule=method.schedule, prediction=method.prediction, factor=config.factor, scale=guidance, fraction=config.fraction)
     side = 8 * config.factor
     times = uniform_times(config.sample_steps)
     x_start = method.schedule(times[0]).sigma * jax.random.normal(named_key(config.seed, "eval/noise"), (labels.shape[0], side, side, 1))
@@ -81,9 +76,7 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
     method, params = digits.base_model(config, workdir / "base", base_workdir=config.base_workdir)
     split = digits_split(seed=config.seed)
     labels = np.tile(np.arange(digits.NUM_CLASSES), config.samples_per_class)
-    low = digits.draw_digits(
-        method, params, key=named_key(config.seed, "eval/low"), labels=labels, steps=config.sample_steps, guidance_scale=config.cfg_scale
-    )
+    low = digits.draw_digits(method, params, key=named_key(config.seed, "eval/low"), labels=labels, steps=config.sample_steps, guidance_scale=config.cfg_scale)
     panels = {"8x8": (low, low.astype(np.float32))}
     for name, weight in (("plain", 0.0), ("guided", config.guidance)):
         images = sample_upsampled(method, params, config, labels, guidance=weight)
@@ -110,7 +103,7 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
 
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
     """``num`` upsample-guided samples (classes 0, 1, …) at 8m×8m, as levels."""
-    method, params = digits.restore_params(config, Path(config.base_workdir or Path(workdir) / "base"))
+    method, params = digits.restore_model(config, Path(config.base_workdir or Path(workdir) / "base"))
     config = dataclasses.replace(config, seed=seed, sample_steps=steps or config.sample_steps)
     images = sample_upsampled(method, params, config, np.arange(num) % digits.NUM_CLASSES, guidance=config.guidance)
     return np.asarray(unit_to_digits(images))

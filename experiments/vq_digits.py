@@ -44,16 +44,13 @@ from pathlib import Path
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxlab import quant  # noqa: E402
-from jaxlab.data import digits_split, digits_to_unit, epoch_permutation_batch  # noqa: E402
-from jaxlab.train import Experiment, check_fields, named_key, write_json_atomic  # noqa: E402
+from jaxlab import quant
+from jaxlab.data import digits_split, digits_to_unit, epoch_permutation_batch
+from jaxlab.train import Experiment, check_fields, named_key, write_json_atomic
 
 METHODS = ("ste", "ste_restart", "rotation", "simvq", "fsq")
 
@@ -242,14 +239,14 @@ def _tile(images: np.ndarray) -> np.ndarray:
 
 
 def plot_reconstructions(rows: dict[str, np.ndarray], path: Path) -> None:
-    fig, axes = plt.subplots(len(rows), 1, figsize=(0.6 * next(iter(rows.values())).shape[0], 0.75 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(0.6 * next(iter(rows.values())).shape[0], 0.75 * len(rows)))
+    axes = fig.subplots(len(rows), 1, squeeze=False)
     for ax, (title, images) in zip(axes[:, 0], rows.items()):
         ax.imshow(_tile(images.reshape(-1, 8, 8)), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_title(title, fontsize=8, loc="left")
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
 def write_table(table: dict[str, dict], config: Config, workdir: Path) -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import itertools
 import logging
 import os
 import signal
@@ -63,14 +64,10 @@ class Train:
     """Train an experiment (resumes when WORKDIR already holds a run of it)."""
 
     name: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME", help="experiment (see `jaxlab list`)")]
-    workdir: Annotated[
-        str | None, tyro.conf.arg(metavar="DIR", help="run directory", help_behavior_hint="(default: runs/NAME)")
-    ] = None
+    workdir: Annotated[str | None, tyro.conf.arg(metavar="DIR", help="run directory", help_behavior_hint="(default: runs/NAME)")] = None
     steps: Annotated[
         int | None,
-        tyro.conf.arg(
-            metavar="N", help="total training steps (shorthand for --set steps=N)", help_behavior_hint="(default: the experiment's)"
-        ),
+        tyro.conf.arg(metavar="N", help="total training steps (shorthand for --set steps=N)", help_behavior_hint="(default: the experiment's)"),
     ] = None
     seed: Annotated[
         int | None,
@@ -93,9 +90,7 @@ class Sample:
 
     name: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="NAME", help="experiment (see `jaxlab list`)")]
     workdir: Annotated[str, tyro.conf.arg(metavar="DIR", help="run directory (as given to `jaxlab train`)")]
-    steps: Annotated[
-        int | None, tyro.conf.arg(metavar="K", help="sampler steps", help_behavior_hint="(default: the experiment's)")
-    ] = None
+    steps: Annotated[int | None, tyro.conf.arg(metavar="K", help="sampler steps", help_behavior_hint="(default: the experiment's)")] = None
     num: Annotated[int, tyro.conf.arg(metavar="N", help="number of samples")] = 1000
     seed: Annotated[int, tyro.conf.arg(metavar="S", help="sampling seed")] = 0
 
@@ -171,7 +166,9 @@ def _literal_entries(path: Path) -> list[tuple[str, str]] | None:
     except (SyntaxError, UnicodeDecodeError, OSError):
         return None
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         if not any(isinstance(t, ast.Name) and t.id == "EXPERIMENTS" for t in targets):
             continue
         if not isinstance(node.value, (ast.List, ast.Tuple)):
@@ -181,10 +178,12 @@ def _literal_entries(path: Path) -> list[tuple[str, str]] | None:
             if not isinstance(call, ast.Call):
                 return None
             fields = dict(zip(("name", "description"), call.args)) | {k.arg: k.value for k in call.keywords if k.arg}
-            values = [fields.get(key) for key in ("name", "description")]
-            if not all(isinstance(v, ast.Constant) and isinstance(v.value, str) for v in values):
+            name, description = (fields.get(key) for key in ("name", "description"))
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
                 return None
-            entries.append((values[0].value, values[1].value))
+            if not (isinstance(description, ast.Constant) and isinstance(description.value, str)):
+                return None
+            entries.append((name.value, description.value))
         return entries
     return []
 
@@ -281,12 +280,17 @@ def _type_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
-def _field_lines(config: Any) -> list[str]:
+def _field_lines(config: Any, prefix: str = "") -> list[str]:
+    """One line per field; a nested group's fields by dotted name (``sid.alpha``), as ``--set`` takes them."""
     hints = typing.get_type_hints(type(config))
-    return [
-        f"  {field.name:<20} {_type_name(hints[field.name]):<40} = {getattr(config, field.name)!r}"
-        for field in dataclasses.fields(config)
-    ]
+    lines = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            lines += _field_lines(value, f"{prefix}{field.name}.")
+        else:
+            lines.append(f"  {prefix + field.name:<28} {_type_name(hints[field.name]):<40} = {value!r}")
+    return lines
 
 
 def cmd_list() -> None:
@@ -312,7 +316,7 @@ class _StderrHandler(logging.StreamHandler):
         self.setFormatter(logging.Formatter("jaxlab: %(message)s"))
 
     @property
-    def stream(self):  # noqa: D102
+    def stream(self):
         return sys.stderr
 
     @stream.setter
@@ -398,7 +402,7 @@ def _field_help(argv: list[str]) -> bool:
     """``jaxlab train NAME --set --help``: the config fields as tyro parses them (tyro's own hint points here)."""
     if len(argv) < 3 or argv[0] != "train":
         return False
-    asks = any(a == "--set" and b in ("--help", "-h") for a, b in zip(argv, argv[1:]))
+    asks = any(a == "--set" and b in ("--help", "-h") for a, b in itertools.pairwise(argv))
     names = [a for a in argv[1:] if not a.startswith("-")]
     if not asks or not names:
         return False
@@ -413,9 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if _field_help(argv):
             return
-        command = tyro.extras.subcommand_cli_from_dict(
-            {"list": List, "show": Show, "train": Train, "sample": Sample}, prog="jaxlab", args=argv
-        )
+        command = tyro.extras.subcommand_cli_from_dict({"list": List, "show": Show, "train": Train, "sample": Sample}, prog="jaxlab", args=argv)
         if isinstance(command, List):
             cmd_list()
         elif isinstance(command, Show):

@@ -74,7 +74,7 @@ def test_site_builds_without_warnings(tmp_path: Path):
     doctrees = tmp_path / "doctrees"
     command = [sys.executable, "-m", "sphinx", "-b", "dummy", "-W", "--keep-going", "-q", "-E"]
     command += ["-d", str(doctrees), str(DOCS), str(tmp_path / "out")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
     # Every public name of every subpackage has an entry in the API reference.

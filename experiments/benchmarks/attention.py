@@ -59,9 +59,7 @@ VARIANTS = {
     "gqa": AttentionConfig(num_heads=16, head_dim=64, num_kv_heads=4),
     "mqa": AttentionConfig(num_heads=16, head_dim=64, num_kv_heads=1),
     "mla_naive": MLAConfig(num_heads=16, kv_lora_rank=128, qk_nope_dim=64, qk_rope_dim=32, v_head_dim=64),
-    "mla_absorbed": MLAConfig(
-        num_heads=16, kv_lora_rank=128, qk_nope_dim=64, qk_rope_dim=32, v_head_dim=64, mode="absorbed"
-    ),
+    "mla_absorbed": MLAConfig(num_heads=16, kv_lora_rank=128, qk_nope_dim=64, qk_rope_dim=32, v_head_dim=64, mode="absorbed"),
 }
 
 
@@ -223,9 +221,7 @@ def summarize(results: list[dict]) -> list[dict]:
             "flops_ratio_absorbed_over_mha": absorbed["flops_per_token"] / full["flops_per_token"],
         }
         if context == TARGET_CONTEXT and batch == 1:
-            row["target_met"] = bool(
-                row["cache_ratio_exact"] and row["speedup_absorbed_vs_mha"] >= 2 and row["speedup_absorbed_vs_naive"] >= 3
-            )
+            row["target_met"] = bool(row["cache_ratio_exact"] and row["speedup_absorbed_vs_mha"] >= 2 and row["speedup_absorbed_vs_naive"] >= 3)
         rows.append(row)
     return rows
 

@@ -15,6 +15,7 @@ as ``1 / (1 + i)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -41,19 +42,29 @@ def product(u, s, vh):
     return (u * s) @ vh
 
 
+def _interpolative_product(x, k):
+    columns, coefficients = interpolative(x, k)
+    return x[:, columns] @ coefficients
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    out = open(args.out, "w") if args.out else sys.stdout
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(args.out, "w")) if args.out else sys.stdout
+        run(args, out)
+
+
+def run(args, out) -> None:
     for (m, n), k in QUICK if args.quick else SHAPES:
         x = test_matrix(m, n)
         fns = {
             "full_svd": jax.jit(lambda x, k=k: product(*truncated_svd(x, k))),
             "randomized_svd": jax.jit(lambda x, k=k: product(*randomized_svd(x, k, key=jax.random.key(0)))),
-            "interpolative": jax.jit(lambda x, k=k: (lambda idx, p: x[:, idx] @ p)(*interpolative(x, k))),
+            "interpolative": jax.jit(lambda x, k=k: _interpolative_product(x, k)),
         }
         times = {name: [] for name in fns}
         approx = {name: jax.block_until_ready(fn(x)) for name, fn in fns.items()}  # compile
@@ -76,8 +87,6 @@ def main(argv=None) -> None:
                 "device": jax.devices()[0].platform,
             }
             print(json.dumps(record), file=out, flush=True)
-    if args.out:
-        out.close()
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import optax
 
 import jaxlab.optim
 
-
 GPT2_SHAPES = {"qkv": (768, 2304), "proj": (768, 768), "fc": (768, 3072), "fc_out": (3072, 768)}
 QUICK_SHAPES = {"qkv": (128, 384), "proj": (128, 128), "fc": (128, 512), "fc_out": (512, 128)}
 KELLER = (3.4445, -4.7750, 2.0315)
@@ -157,16 +156,24 @@ def main(argv=None) -> int:
         flop_fn, steps = (methods[name][1], methods[name][2]) if name in methods else (newton_schulz_flops, 5)
         gflop = sum(flop_fn(m, n, steps) for m, n in leaves) / 1e9
         med = float(np.median(ts))
-        rows.append(dict(bench="muon", name=name, median_s=med, min_s=float(min(ts)), repeats=len(ts),
-                         gflop=gflop, gflops=gflop / med, peak_fraction=gflop / min(ts) / peak))
+        rows.append(
+            dict(
+                bench="muon",
+                name=name,
+                median_s=med,
+                min_s=float(min(ts)),
+                repeats=len(ts),
+                gflop=gflop,
+                gflops=gflop / med,
+                peak_fraction=gflop / min(ts) / peak,
+            )
+        )
     by_name = {r["name"]: r for r in rows}
     ratio = by_name["optax.contrib.muon"]["median_s"] / by_name["jaxlab.optim.muon"]["median_s"]
 
     rng = np.random.default_rng(0)
-    gaussians = {f"{shapes[k][0]}x{shapes[k][1]}": rng.standard_normal(shapes[k]).astype(np.float32)
-                 for k in ("qkv", "fc", "fc_out")}
-    errors = {name: {shape: orthogonality_error(make(1.0), x) for shape, x in gaussians.items()}
-              for name, (make, _, _) in methods.items()}
+    gaussians = {f"{shapes[k][0]}x{shapes[k][1]}": rng.standard_normal(shapes[k]).astype(np.float32) for k in ("qkv", "fc", "fc_out")}
+    errors = {name: {shape: orthogonality_error(make(1.0), x) for shape, x in gaussians.items()} for name, (make, _, _) in methods.items()}
     for r in rows:
         if r["name"] in errors:
             r["max_sigma_err"] = max(errors[r["name"]].values())
@@ -175,24 +182,36 @@ def main(argv=None) -> int:
     err_jaxlab = by_name["jaxlab.optim.muon"]["max_sigma_err"]
     load_end = os.getloadavg()[0]
 
-    print(f"f32 matmul peak ({peak_n}^3, best run): {peak:.1f} GFLOP/s   "
-          f"tree: {blocks} blocks x {list(shapes.values())}   "
-          f"repeats: {repeats}   load avg {load_start:.2f} -> {load_end:.2f}", file=sys.stderr)
-    print(f"{'method':48s} {'median s':>9s} {'min s':>8s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'best/peak':>9s} "
-          f"{'max|s-1|':>9s}", file=sys.stderr)
+    print(
+        f"f32 matmul peak ({peak_n}^3, best run): {peak:.1f} GFLOP/s   "
+        f"tree: {blocks} blocks x {list(shapes.values())}   "
+        f"repeats: {repeats}   load avg {load_start:.2f} -> {load_end:.2f}",
+        file=sys.stderr,
+    )
+    print(f"{'method':48s} {'median s':>9s} {'min s':>8s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'best/peak':>9s} {'max|s-1|':>9s}", file=sys.stderr)
     for r in rows:
         err = f"{r['max_sigma_err']:9.4f}" if "max_sigma_err" in r else f"{'-':>9s}"
-        print(f"{r['name']:48s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['gflop']:8.1f} {r['gflops']:8.1f} "
-              f"{r['peak_fraction']:9.1%} {err}", file=sys.stderr)
+        print(f"{r['name']:48s} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['gflop']:8.1f} {r['gflops']:8.1f} {r['peak_fraction']:9.1%} {err}", file=sys.stderr)
     for shape in gaussians:
-        print(f"max|sigma-1| {shape:>10s}: optax {errors['optax.contrib.muon'][shape]:.4f}   "
-              f"jaxlab {errors['jaxlab.optim.muon'][shape]:.4f}", file=sys.stderr)
-    print(f"speed ratio optax/jaxlab: {ratio:.2f}x   max|sigma-1| optax {err_optax:.4f} jaxlab {err_jaxlab:.4f}   "
-          f"(timings on a shared machine are noisy; see min_s and the load averages)", file=sys.stderr)
+        print(f"max|sigma-1| {shape:>10s}: optax {errors['optax.contrib.muon'][shape]:.4f}   jaxlab {errors['jaxlab.optim.muon'][shape]:.4f}", file=sys.stderr)
+    print(
+        f"speed ratio optax/jaxlab: {ratio:.2f}x   max|sigma-1| optax {err_optax:.4f} jaxlab {err_jaxlab:.4f}   "
+        f"(timings on a shared machine are noisy; see min_s and the load averages)",
+        file=sys.stderr,
+    )
 
-    summary = dict(bench="muon", name="summary", ratio_optax_over_jaxlab=ratio, max_sigma_err_optax=err_optax,
-                   max_sigma_err_jaxlab=err_jaxlab, peak_gflops=peak, quick=args.quick,
-                   load_avg_start=load_start, load_avg_end=load_end, device=str(jax.devices()[0]))
+    summary = dict(
+        bench="muon",
+        name="summary",
+        ratio_optax_over_jaxlab=ratio,
+        max_sigma_err_optax=err_optax,
+        max_sigma_err_jaxlab=err_jaxlab,
+        peak_gflops=peak,
+        quick=args.quick,
+        load_avg_start=load_start,
+        load_avg_end=load_end,
+        device=str(jax.devices()[0]),
+    )
     lines = [json.dumps(r) for r in [*rows, summary]]
     if args.out:
         with open(args.out, "w") as f:

@@ -110,8 +110,16 @@ def bench_training(args, rows):
             variables = layer.init(key, u[:1, :8] if mode != "conv-s4" else u[:1])
             fn = _step_fn(layer, mode)
             peak = _peak_bytes(fn, (variables, u))
-            rec = {"bench": "train_step", "mode": mode, "L": L, "batch": args.batch, "H": args.features,
-                   "N": args.state, "peak_bytes": peak, "backend": jax.default_backend()}
+            rec = {
+                "bench": "train_step",
+                "mode": mode,
+                "L": L,
+                "batch": args.batch,
+                "H": args.features,
+                "N": args.state,
+                "peak_bytes": peak,
+                "backend": jax.default_backend(),
+            }
             if peak is not None and peak > args.max_gib * 2**30:
                 rec.update(skipped=f"peak {peak / 2**30:.1f} GiB > --max-gib {args.max_gib}")
                 _emit(rec, rows)
@@ -131,9 +139,21 @@ def bench_long_conv(args, rows):
         fn = _step_fn(layer, "conv")
         peak = _peak_bytes(fn, (variables, u))
         med, times = _time(fn, (variables, u), max(1, args.repeats // 2))
-        _emit({"bench": "conv_long", "mode": "conv", "L": L, "batch": args.batch, "H": args.features,
-               "N": args.state, "median_s": med, "times_s": times, "peak_bytes": peak,
-               "backend": jax.default_backend()}, rows)
+        _emit(
+            {
+                "bench": "conv_long",
+                "mode": "conv",
+                "L": L,
+                "batch": args.batch,
+                "H": args.features,
+                "N": args.state,
+                "median_s": med,
+                "times_s": times,
+                "peak_bytes": peak,
+                "backend": jax.default_backend(),
+            },
+            rows,
+        )
 
 
 def bench_decode(args, rows):
@@ -148,14 +168,37 @@ def bench_decode(args, rows):
         return state, y
 
     scanned = jax.jit(lambda s, xs: jax.lax.scan(one, s, xs))
-    med, times = _time(scanned, (state0, tokens), args.repeats)
-    _emit({"bench": "decode", "mode": "step-scan", "batch": args.batch, "H": args.features, "N": args.state,
-           "tokens": args.decode_tokens, "median_s": med, "per_token_s": med / args.decode_tokens,
-           "backend": jax.default_backend()}, rows)
+    med, _times = _time(scanned, (state0, tokens), args.repeats)
+    _emit(
+        {
+            "bench": "decode",
+            "mode": "step-scan",
+            "batch": args.batch,
+            "H": args.features,
+            "N": args.state,
+            "tokens": args.decode_tokens,
+            "median_s": med,
+            "per_token_s": med / args.decode_tokens,
+            "backend": jax.default_backend(),
+        },
+        rows,
+    )
     single = jax.jit(one)
-    med1, times1 = _time(single, (state0, tokens[0]), args.repeats * 10)
-    _emit({"bench": "decode", "mode": "step-call", "batch": args.batch, "H": args.features, "N": args.state,
-           "tokens": 1, "median_s": med1, "per_token_s": med1, "backend": jax.default_backend()}, rows)
+    med1, _times1 = _time(single, (state0, tokens[0]), args.repeats * 10)
+    _emit(
+        {
+            "bench": "decode",
+            "mode": "step-call",
+            "batch": args.batch,
+            "H": args.features,
+            "N": args.state,
+            "tokens": 1,
+            "median_s": med1,
+            "per_token_s": med1,
+            "backend": jax.default_backend(),
+        },
+        rows,
+    )
 
 
 def _table(rows):
@@ -165,8 +208,10 @@ def _table(rows):
         ms = "skipped" if med is None else f"{1e3 * med:.2f}"
         ratio = r.get("time_vs_conv")
         peak = r.get("peak_bytes")
-        print(f"{r['bench']:<11}{r['mode']:<12}{r.get('L', '-'):>7}{ms:>12}"
-              f"{'' if ratio is None else f'{ratio:.2f}':>9}{'' if peak is None else f'{peak / 2**20:.0f}':>10}")
+        print(
+            f"{r['bench']:<11}{r['mode']:<12}{r.get('L', '-'):>7}{ms:>12}"
+            f"{'' if ratio is None else f'{ratio:.2f}':>9}{'' if peak is None else f'{peak / 2**20:.0f}':>10}"
+        )
     for L in {r["L"] for r in rows if r["bench"] == "train_step"}:
         by = {r["mode"]: r.get("median_s") for r in rows if r["bench"] == "train_step" and r["L"] == L}
         if by.get("conv") and by.get("scan"):

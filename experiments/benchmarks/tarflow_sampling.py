@@ -59,16 +59,12 @@ def _median_seconds(fn, arg, repeats: int) -> float:
 
 
 def bench_length(args: argparse.Namespace, length: int) -> list[dict]:
-    network = CausalTransformer(
-        out_features=2 * args.features, max_len=length, width=args.width, depth=args.depth, num_heads=args.heads
-    )
+    network = CausalTransformer(out_features=2 * args.features, max_len=length, width=args.width, depth=args.depth, num_heads=args.heads)
     blocks = _block_params(network, length, args.features, args.blocks, args.scale)
     z = jax.random.normal(jax.random.key(7), (args.batch, length, args.features))
     rows, outputs = [], {}
     for sampler in SAMPLERS:
-        run = jax.jit(
-            lambda z, s=sampler: tarflow_inverse(network.apply, blocks, z, sampler=s, tol=args.tol, segments=args.segments)
-        )
+        run = jax.jit(lambda z, s=sampler: tarflow_inverse(network.apply, blocks, z, sampler=s, tol=args.tol, segments=args.segments))
         seconds = _median_seconds(run, z, args.repeats)
         x, passes = run(z)
         outputs[sampler] = x

@@ -9,8 +9,8 @@ from jaxlab.data.toy2d import TOY2D, Toy2DName, checkerboard, eight_gaussians, p
 __all__ = [
     "NUM_LEVELS",
     "TOY2D",
-    "Toy2DName",
     "VOCAB_SIZE",
+    "Toy2DName",
     "checkerboard",
     "digits_split",
     "digits_to_unit",
@@ -27,8 +27,8 @@ __all__ = [
     "sample_toy2d",
     "steps_per_epoch",
     "swiss_roll",
-    "toy2d_batches",
     "text_split",
+    "toy2d_batches",
     "two_moons",
     "unit_to_digits",
 ]

@@ -36,6 +36,6 @@ def check_fraction(name: str, value: object) -> float:
     Raises:
       ValueError: if ``value`` is not a real number in the open interval (0, 1).
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:  # type: ignore[operator]  # typeshed's Real lacks __gt__
         raise ValueError(f"`{name}` must be a number strictly between 0 and 1; got {value!r}.")
     return float(value)

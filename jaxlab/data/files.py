@@ -18,6 +18,7 @@ import gzip
 import math
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ _CIFAR_SOURCE = (
 )
 
 
-def _check_split(split: str, files: dict[str, tuple[str, ...]]) -> None:
+def _check_split(split: str, files: Mapping[str, tuple[str, ...]]) -> None:
     if split not in files:
         raise ValueError(f"`split` must be one of {sorted(files)}; got {split!r}.")
 
@@ -78,16 +79,13 @@ def parse_idx(raw: bytes, *, source: str = "<bytes>") -> np.ndarray:
     ndim = raw[3]
     header_bytes = 4 + 4 * ndim
     if len(raw) < header_bytes:
-        raise ValueError(
-            f"{source} is truncated: its header announces {ndim} dimensions but the file has {len(raw)} bytes."
-        )
+        raise ValueError(f"{source} is truncated: its header announces {ndim} dimensions but the file has {len(raw)} bytes.")
     dims = struct.unpack(f">{ndim}I", raw[4:header_bytes])
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected_bytes = header_bytes + math.prod(dims) * dtype.itemsize
     if len(raw) != expected_bytes:
         raise ValueError(
-            f"{source} is malformed: its header promises shape {dims} of {dtype.name} "
-            f"({expected_bytes} bytes in all) but the file has {len(raw)} bytes."
+            f"{source} is malformed: its header promises shape {dims} of {dtype.name} ({expected_bytes} bytes in all) but the file has {len(raw)} bytes."
         )
     values = np.frombuffer(raw, dtype, offset=header_bytes).reshape(dims)
     return values.astype(dtype.newbyteorder("="))
@@ -157,10 +155,7 @@ def load_mnist(data_dir: str | os.PathLike, split: str = "train") -> tuple[np.nd
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
         raise ValueError(f"{image_path} must hold uint8 images (n, 28, 28); got {images.dtype.name} {images.shape}.")
     if labels.dtype != np.uint8 or labels.shape != images.shape[:1]:
-        raise ValueError(
-            f"{label_path} must hold uint8 labels ({images.shape[0]},) to match {image_path.name}; "
-            f"got {labels.dtype.name} {labels.shape}."
-        )
+        raise ValueError(f"{label_path} must hold uint8 labels ({images.shape[0]},) to match {image_path.name}; got {labels.dtype.name} {labels.shape}.")
     if labels.size and labels.max() > 9:
         raise ValueError(f"{label_path} must hold labels 0..9; got a label {labels.max()}.")
     return images, labels.astype(np.int32)
@@ -170,10 +165,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Reads one CIFAR-10 binary batch: uint8 (n, 32, 32, 3) images and int32 (n,) labels."""
     raw = path.read_bytes()
     if not raw or len(raw) % _CIFAR_RECORD_BYTES:
-        raise ValueError(
-            f"{path} is malformed: a CIFAR-10 batch is a whole number of {_CIFAR_RECORD_BYTES}-byte records; "
-            f"got {len(raw)} bytes."
-        )
+        raise ValueError(f"{path} is malformed: a CIFAR-10 batch is a whole number of {_CIFAR_RECORD_BYTES}-byte records; got {len(raw)} bytes.")
     records = np.frombuffer(raw, np.uint8).reshape(-1, _CIFAR_RECORD_BYTES)  # (n, 3073)
     labels = records[:, 0].astype(np.int32)
     if labels.max() > 9:
@@ -210,8 +202,7 @@ def load_cifar10(data_dir: str | os.PathLike, split: str = "train") -> tuple[np.
     if missing:
         expected = ", ".join(_CIFAR_FILES["train"] + _CIFAR_FILES["test"])
         raise FileNotFoundError(
-            f"CIFAR-10 {split} file(s) not found: {', '.join(missing)}. Put the folder {_CIFAR_FOLDER} "
-            f"(holding {expected}) in {data_dir}. {_CIFAR_SOURCE}"
+            f"CIFAR-10 {split} file(s) not found: {', '.join(missing)}. Put the folder {_CIFAR_FOLDER} (holding {expected}) in {data_dir}. {_CIFAR_SOURCE}"
         )
     images, labels = zip(*(_read_cifar_batch(path) for path in paths))
     return np.concatenate(images), np.concatenate(labels)

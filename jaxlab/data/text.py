@@ -87,9 +87,7 @@ def random_windows(tokens: np.ndarray, *, seed: int, step: int, batch: int, leng
     length = check_int("length", length, minimum=1)
     tokens = np.asarray(tokens)
     if tokens.ndim != 1 or tokens.size < length + 1:
-        raise ValueError(
-            f"`tokens` must be a 1-D array of at least length + 1 = {length + 1} tokens; got shape {tokens.shape}."
-        )
+        raise ValueError(f"`tokens` must be a 1-D array of at least length + 1 = {length + 1} tokens; got shape {tokens.shape}.")
     rng = np.random.default_rng((seed, step))
     starts = rng.integers(0, tokens.size - length, size=batch)  # (batch,), last start = size - length - 1
     return tokens[starts[:, None] + np.arange(length + 1)]  # (batch, length + 1)

@@ -56,9 +56,7 @@ def num_parameters(num_terms: int, *, periodic: bool = False) -> int:
     return 2 * (num_terms + 1) + (0 if periodic else 2)
 
 
-def init_fourier_params(
-    num_terms: int, *, key: Array, loc: float | Array = 0.0, scale: float | Array = 1.0, jitter: float = 1e-2
-) -> FourierParams:
+def init_fourier_params(num_terms: int, *, key: Array, loc: float | Array = 0.0, scale: float | Array = 1.0, jitter: float = 1e-2) -> FourierParams:
     """A near-uniform periodic density (a_0 = 1, the rest small) on a real line centred at ``loc``.
 
     With a uniform p the real-line density is the logistic distribution of

@@ -13,6 +13,6 @@ __all__ = [
     "sliced_wasserstein",
 ]
 
-from jaxlab.eval.features import classify_digits, digits_features, digits_frechet_distance, frechet_distance  # noqa: E402
+from jaxlab.eval.features import classify_digits, digits_features, digits_frechet_distance, frechet_distance
 
 __all__ += ["classify_digits", "digits_features", "digits_frechet_distance", "frechet_distance"]

@@ -38,10 +38,7 @@ def _as_samples(x: Array, y: Array, *, min_samples: int = 1) -> tuple[Array, Arr
     x, y = jnp.asarray(x), jnp.asarray(y)
     for name, value in (("x", x), ("y", y)):
         if value.ndim != 2 or value.shape[0] < min_samples:
-            raise ValueError(
-                f"`{name}` must be a 2-D array (num_samples, dim) with num_samples >= {min_samples}; "
-                f"got shape {value.shape}."
-            )
+            raise ValueError(f"`{name}` must be a 2-D array (num_samples, dim) with num_samples >= {min_samples}; got shape {value.shape}.")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"`x` and `y` must have the same feature dimension; got x {x.shape} and y {y.shape}.")
     dtype = jnp.result_type(x.dtype, y.dtype, jnp.float32)
@@ -56,7 +53,7 @@ def _check_positive_int(name: str, value: object) -> int:
 
 
 def _is_positive_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < math.inf
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < math.inf  # type: ignore[operator]  # typeshed's Real lacks __gt__
 
 
 def _check_bandwidths(bandwidths: object) -> tuple[float, ...]:

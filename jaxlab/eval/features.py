@@ -60,7 +60,7 @@ def _forward(params: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return features, features @ params["logits_w"] + params["logits_b"]
 
 
-def train_classifier(recipe: dict = RECIPE) -> dict[str, np.ndarray]:  # noqa: B006
+def train_classifier(recipe: dict = RECIPE) -> dict[str, np.ndarray]:
     """Trains the feature classifier from scratch (pure function of the recipe); returns NumPy params."""
     split = digits_split(seed=recipe["seed"])
     x = _check_images(split["train_images"])
@@ -91,7 +91,7 @@ def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
-            np.savez(file, **arrays)
+            np.savez(file, **arrays)  # type: ignore[arg-type]  # mypy also matches **arrays against savez's allow_pickle: bool
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

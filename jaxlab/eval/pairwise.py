@@ -20,6 +20,7 @@ __all__ = ["mean_pairwise", "pairwise_sq_distances", "safe_sqrt"]
 
 Array = jax.Array
 
+
 def mean_pairwise(
     fn: Callable[[Array], Array],
     x: Array,

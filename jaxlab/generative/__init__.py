@@ -10,7 +10,7 @@ from jaxlab.generative.flow import (
 
 __all__ = ["RectifiedFlow", "flow_matching_loss", "interpolate", "sample_ode", "sample_time"]
 
-from jaxlab.generative.tarflow import (  # noqa: E402
+from jaxlab.generative.tarflow import (
     TarFlow,
     patchify,
     tarflow_denoise,
@@ -18,7 +18,7 @@ from jaxlab.generative.tarflow import (  # noqa: E402
     tarflow_log_prob,
     unpatchify,
 )
-from jaxlab.generative.tarflow_sampling import (  # noqa: E402
+from jaxlab.generative.tarflow_sampling import (
     block_forward,
     invert_cached,
     invert_jacobi,
@@ -42,16 +42,16 @@ __all__ += [
     "unpatchify",
 ]
 
-from jaxlab.generative import schedules  # noqa: E402
-from jaxlab.generative.diffusion import (  # noqa: E402
+from jaxlab.generative import schedules
+from jaxlab.generative.diffusion import (
     Diffusion,
     classifier_free_guidance,
     diffusion_loss,
 )
-from jaxlab.generative.likelihood import bits_per_dim, ode_log_likelihood  # noqa: E402
-from jaxlab.generative.reflow import ReFlow, generate_couplings, paired_flow_matching_loss, straightness  # noqa: E402
-from jaxlab.generative.samplers import sample_ddim, sample_ddpm, sample_pf_ode, uniform_times  # noqa: E402
-from jaxlab.generative.upsample_guidance import upsample_guidance  # noqa: E402
+from jaxlab.generative.likelihood import bits_per_dim, ode_log_likelihood
+from jaxlab.generative.reflow import ReFlow, generate_couplings, paired_flow_matching_loss, straightness
+from jaxlab.generative.samplers import sample_ddim, sample_ddpm, sample_pf_ode, uniform_times
+from jaxlab.generative.upsample_guidance import upsample_guidance
 
 __all__ += [
     "Diffusion",
@@ -71,7 +71,7 @@ __all__ += [
     "upsample_guidance",
 ]
 
-from jaxlab.generative.ddcm import (  # noqa: E402
+from jaxlab.generative.ddcm import (
     DDCMCode,
     ddcm_bits,
     ddcm_codebook,
@@ -84,17 +84,17 @@ from jaxlab.generative.ddcm import (  # noqa: E402
 
 __all__ += ["DDCMCode", "ddcm_bits", "ddcm_codebook", "ddcm_decode", "ddcm_encode", "ddcm_generate", "ddcm_start", "psnr"]
 
-from jaxlab.generative import consistency, shortcut  # noqa: E402
-from jaxlab.generative.consistency import (  # noqa: E402
+from jaxlab.generative import consistency, shortcut
+from jaxlab.generative.consistency import (
     ConsistencyTraining,
     ImprovedConsistencyTraining,
     consistency_training_loss,
     sample_consistency,
 )
-from jaxlab.generative.consistency_distillation import ConsistencyDistillation, consistency_distillation_loss  # noqa: E402
-from jaxlab.generative.ign import IGN, ign_loss  # noqa: E402
-from jaxlab.generative.shortcut import Shortcut, sample_shortcut, shortcut_loss, shortcut_targets  # noqa: E402
-from jaxlab.generative.sid import SiD, sid_fake_score_loss, sid_generator_loss  # noqa: E402
+from jaxlab.generative.consistency_distillation import ConsistencyDistillation, consistency_distillation_loss
+from jaxlab.generative.ign import IGN, ign_loss
+from jaxlab.generative.shortcut import Shortcut, sample_shortcut, shortcut_loss, shortcut_targets
+from jaxlab.generative.sid import SiD, sid_fake_score_loss, sid_generator_loss
 
 __all__ += [
     "IGN",

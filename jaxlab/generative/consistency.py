@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast, overload
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,7 @@ import optax
 from jax import Array
 
 from jaxlab.base import ApplyFn, Context, Params
-
+from jaxlab.generative._common import along_batch, check_data
 
 Metric = Literal["l2", "pseudo_huber"]
 
@@ -52,21 +52,9 @@ SIGMA_MAX = 80.0
 RHO = 7.0
 
 
-def _check_data(name: str, x: Any) -> None:
-    if not hasattr(x, "ndim") or x.ndim < 2:
-        raise ValueError(f"{name} must have shape (batch, *features), got {getattr(x, 'shape', type(x).__name__)}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{name} must be a floating array, got dtype {x.dtype}")
-
-
 def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _per_example(v: Array, x: Array) -> Array:
-    """(b,) -> (b, 1, ..., 1) to multiply a batch of shape ``(b, *features)``."""
-    return v.reshape(v.shape + (1,) * (x.ndim - 1))
 
 
 def scalings(sigma: Array, *, sigma_data: float = SIGMA_DATA, eps: float = EPS) -> tuple[Array, Array, Array]:
@@ -91,7 +79,11 @@ def scalings(sigma: Array, *, sigma_data: float = SIGMA_DATA, eps: float = EPS) 
     return c_skip, c_out, c_in
 
 
-def sigma_to_time(sigma: Array) -> Array:
+@overload
+def sigma_to_time(sigma: float) -> float: ...
+@overload
+def sigma_to_time(sigma: Array) -> Array: ...
+def sigma_to_time(sigma: float | Array) -> float | Array:
     """Flow time ``t = σ/(1 + σ)`` of EDM noise level σ on the straight path."""
     return sigma / (1.0 + sigma)
 
@@ -109,9 +101,7 @@ def time_to_sigma(t: Array) -> Array:
     return t / (1.0 - t)
 
 
-def consistency_function(
-    apply_fn: ApplyFn, params: Params, x: Array, sigma: Array, *, sigma_data: float = SIGMA_DATA, eps: float = EPS
-) -> Array:
+def consistency_function(apply_fn: ApplyFn, params: Params, x: Array, sigma: Array, *, sigma_data: float = SIGMA_DATA, eps: float = EPS) -> Array:
     """``f_θ(x̃, σ) = c_skip·x̃ + c_out·F_θ(c_in·x̃, t(σ))``: the estimate of the trajectory's origin.
 
     Args:
@@ -125,12 +115,12 @@ def consistency_function(
     Returns:
       ``(b, *features)`` data estimates.
     """
-    c_skip, c_out, c_in = (_per_example(c, x) for c in scalings(sigma, sigma_data=sigma_data, eps=eps))
+    c_skip, c_out, c_in = (along_batch(c, x) for c in scalings(sigma, sigma_data=sigma_data, eps=eps))
     out = apply_fn(params, c_in * x, sigma_to_time(sigma))
     return c_skip * x + c_out * out
 
 
-def karras_sigma(index: Array, num_scales: Array, *, eps: float = EPS, sigma_max: float = SIGMA_MAX, rho: float = RHO) -> Array:
+def karras_sigma(index: Array, num_scales: int | Array, *, eps: float = EPS, sigma_max: float = SIGMA_MAX, rho: float = RHO) -> Array:
     """σ_i = (ε^{1/ρ} + i/(N−1)·(σ_max^{1/ρ} − ε^{1/ρ}))^ρ, increasing in i = 0 … N−1 (N may be traced)."""
     ramp = jnp.asarray(index, jnp.float32) / (jnp.asarray(num_scales, jnp.float32) - 1.0)
     lo, hi = eps ** (1.0 / rho), sigma_max ** (1.0 / rho)
@@ -233,7 +223,7 @@ def consistency_training_loss(
     Returns:
       ``(loss, {"num_scales", "mean_sigma"})``.
     """
-    _check_data("x0", x0)
+    check_data("x0", x0)
     _check_positive_int("total_steps", total_steps)
     grid = dict(eps=eps, sigma_max=sigma_max, rho=rho)
     noise_key, index_key = jax.random.split(key)
@@ -248,8 +238,8 @@ def consistency_training_loss(
         i = jnp.floor(jax.random.uniform(index_key, (num,)) * (num_scales - 1)).astype(jnp.int32)
     sigma_lo, sigma_hi = karras_sigma(i, num_scales, **grid), karras_sigma(i + 1, num_scales, **grid)  # (b,)
     z = jax.random.normal(noise_key, x0.shape, x0.dtype)
-    online = consistency_function(apply_fn, params, x0 + _per_example(sigma_hi, x0) * z, sigma_hi, sigma_data=sigma_data, eps=eps)
-    target = consistency_function(apply_fn, target_params, x0 + _per_example(sigma_lo, x0) * z, sigma_lo, sigma_data=sigma_data, eps=eps)
+    online = consistency_function(apply_fn, params, x0 + along_batch(sigma_hi, x0) * z, sigma_hi, sigma_data=sigma_data, eps=eps)
+    target = consistency_function(apply_fn, target_params, x0 + along_batch(sigma_lo, x0) * z, sigma_lo, sigma_data=sigma_data, eps=eps)
     target = jax.lax.stop_gradient(target)
     if improved:
         per_example = distance(online, target, "pseudo_huber") / (sigma_hi - sigma_lo)
@@ -297,7 +287,7 @@ def sample_consistency(
     Returns:
       ``(b, *features)`` samples.
     """
-    _check_data("noise", noise)
+    check_data("noise", noise)
     _check_positive_int("steps", steps)
     sigmas = sampling_sigmas(steps, sigma_max=sigma_max)  # (steps,)
     num = noise.shape[0]
@@ -415,7 +405,7 @@ class ConsistencyTraining(_ConsistencyAdapter):
         return {"online": online, "target": jax.tree.map(jnp.copy, online)}
 
     def init_opt_state(self, params: Params) -> Any:
-        return self.optimizer.init(params["online"])
+        return cast(optax.GradientTransformation, self.optimizer).init(params["online"])  # __post_init__ refused None
 
     def loss(self, params: Params, batch: dict[str, Array], *, key: Array, ctx: Context) -> tuple[Array, dict]:
         return consistency_training_loss(
@@ -423,14 +413,13 @@ class ConsistencyTraining(_ConsistencyAdapter):
             total_steps=self.total_steps, improved=False, s0=self.s0, s1=self.s1, **self._grid(),
         )  # fmt: skip
 
-    def train_step(
-        self, params: Params, opt_state: Any, batch: dict[str, Array], *, key: Array, ctx: Context
-    ) -> tuple[Params, Any, dict]:
+    def train_step(self, params: Params, opt_state: Any, batch: dict[str, Array], *, key: Array, ctx: Context) -> tuple[Params, Any, dict]:
         def loss_fn(online):
             return self.loss({"online": online, "target": params["target"]}, batch, key=key, ctx=ctx)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["online"])
-        updates, opt_state = self.optimizer.update(grads, opt_state, params["online"])
+        optimizer = cast(optax.GradientTransformation, self.optimizer)  # __post_init__ refused None
+        updates, opt_state = optimizer.update(grads, opt_state, params["online"])
         online = optax.apply_updates(params["online"], updates)
         mu = ct_target_decay(aux["num_scales"], s0=self.s0, mu0=self.mu0)
         target = jax.tree.map(lambda t, p: mu * t + (1.0 - mu) * p, params["target"], online)

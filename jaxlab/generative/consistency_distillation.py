@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, cast
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
 from jaxlab.base import Context
+from jaxlab.generative._common import along_batch, check_data
 from jaxlab.generative.consistency import (
     EPS,
     RHO,
@@ -48,10 +49,8 @@ from jaxlab.generative.consistency import (
     ApplyFn,
     Metric,
     Params,
-    _check_data,
     _check_positive_int,
     _ConsistencyAdapter,
-    _per_example,
     consistency_function,
     distance,
     karras_sigma,
@@ -75,13 +74,13 @@ def velocity_denoiser(teacher_apply_fn: ApplyFn, teacher_params: Params, x: Arra
       ``(b, *features)`` data estimates ``x_t − t·v(x_t, t)``.
     """
     t = sigma_to_time(sigma)  # (b,)
-    x_t = x / _per_example(1.0 + sigma, x)
-    return x_t - _per_example(t, x) * teacher_apply_fn(teacher_params, x_t, t)
+    x_t = x / along_batch(1.0 + sigma, x)
+    return x_t - along_batch(t, x) * teacher_apply_fn(teacher_params, x_t, t)
 
 
 def heun_step(denoiser: Callable[[Array, Array], Array], x: Array, sigma_from: Array, sigma_to: Array) -> Array:
     """One Heun step of ``dx̃/dσ = (x̃ − D(x̃, σ))/σ`` from ``sigma_from`` to ``sigma_to`` (both (b,), > 0)."""
-    s_from, s_to = _per_example(sigma_from, x), _per_example(sigma_to, x)
+    s_from, s_to = along_batch(sigma_from, x), along_batch(sigma_to, x)
     slope = (x - denoiser(x, sigma_from)) / s_from
     x_euler = x + (s_to - s_from) * slope
     slope_end = (x_euler - denoiser(x_euler, sigma_to)) / s_to
@@ -123,7 +122,7 @@ def consistency_distillation_loss(
     Returns:
       ``(loss, {"mean_sigma"})``.
     """
-    _check_data("x0", x0)
+    check_data("x0", x0)
     _check_positive_int("num_scales", num_scales, minimum=2)
     if teacher_parametrization not in ("velocity", "denoiser"):
         raise ValueError(f"teacher_parametrization must be 'velocity' or 'denoiser', got {teacher_parametrization!r}")
@@ -134,13 +133,15 @@ def consistency_distillation_loss(
     i = jax.random.randint(index_key, (x0.shape[0],), 0, num_scales - 1)  # (b,)
     sigma_lo, sigma_hi = karras_sigma(i, num_scales, **grid), karras_sigma(i + 1, num_scales, **grid)
     z = jax.random.normal(noise_key, x0.shape, x0.dtype)
-    x_hi = x0 + _per_example(sigma_hi, x0) * z
+    x_hi = x0 + along_batch(sigma_hi, x0) * z
 
     teacher_params = jax.lax.stop_gradient(teacher_params)
     if teacher_parametrization == "velocity":
+
         def denoiser(x, sigma):
             return velocity_denoiser(teacher_apply_fn, teacher_params, x, sigma)
     else:
+
         def denoiser(x, sigma):
             return teacher_apply_fn(teacher_params, x, sigma)
 
@@ -182,8 +183,7 @@ class ConsistencyDistillation(_ConsistencyAdapter):
             raise ValueError("ConsistencyDistillation needs the teacher's parameters as ctx.frozen (train(..., frozen=...)), got None")
         target_params = params if self.target == "online" else ctx.ema_params
         return consistency_distillation_loss(
-            self.apply_fn, params, target_params, self.teacher_apply_fn, ctx.frozen, batch["x"], key=key,
+            self.apply_fn, params, target_params, cast(ApplyFn, self.teacher_apply_fn), ctx.frozen, batch["x"], key=key,
             num_scales=self.num_scales, teacher_parametrization=self.teacher_parametrization, metric=self.metric,
             **self._grid(),
         )  # fmt: skip
-

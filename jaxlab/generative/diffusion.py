@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,7 @@ from jax import Array
 
 from jaxlab.base import ApplyFn, Context, Params, named_key
 from jaxlab.generative import schedules as schedules_lib
+from jaxlab.generative._common import classifier_free_guidance, drop_labels
 from jaxlab.generative.likelihood import bits_per_dim, ode_log_likelihood
 from jaxlab.generative.samplers import sample_ddim, sample_ddpm, sample_pf_ode, uniform_times
 from jaxlab.generative.schedules import Prediction, Schedule, check_prediction, coefficients, eps_error_scale, from_x0_eps
@@ -135,36 +137,6 @@ def diffusion_loss(
     return jnp.mean(weight * scale * per_example), {"mse": mse}
 
 
-def classifier_free_guidance(apply_fn: ApplyFn, *, scale: float, null_label: int) -> ApplyFn:
-    """``(params, x, t, labels) -> uncond + scale·(cond − uncond)`` in one batched call.
-
-    ``scale = 1`` is the conditional model, ``0`` the unconditional one. The
-    guidance is linear, so it is the same in ε, x0, v or velocity space.
-
-    References:
-      Ho, Salimans 2022, "Classifier-Free Diffusion Guidance", eq. 6.
-    """
-
-    def guided(params: Params, x: Array, t: Array, labels: Array) -> Array:
-        if scale == 1.0:
-            return apply_fn(params, x, t, labels)
-        both = apply_fn(
-            params,
-            jnp.concatenate([x, x]),
-            jnp.concatenate([t, t]),
-            jnp.concatenate([labels, jnp.full_like(labels, null_label)]),
-        )
-        cond, uncond = jnp.split(both, 2)
-        return uncond + scale * (cond - uncond)
-
-    return guided
-
-
-def drop_labels(labels: Array, *, key: Array, rate: float, null_label: int) -> Array:
-    """Replaces each label by ``null_label`` with probability ``rate`` (trains the unconditional model)."""
-    return jnp.where(jax.random.bernoulli(key, rate, labels.shape), null_label, labels)
-
-
 @dataclasses.dataclass(frozen=True)
 class Diffusion:
     """Method adapter: (optionally class-conditional) diffusion or flow on ``{"x": (b, ...)[, "label": (b,)]}``.
@@ -227,7 +199,7 @@ class Diffusion:
 
     def loss(self, params: Params, batch: dict[str, Array], *, key: Array, ctx: Context) -> tuple[Array, dict]:
         del ctx
-        conditions = ()
+        conditions: tuple[Array, ...] = ()
         if self.conditional:
             drop_key = named_key(key, "label_dropout")
             conditions = (drop_labels(batch["label"], key=drop_key, rate=self.label_dropout, null_label=self.num_classes),)
@@ -278,7 +250,7 @@ class Diffusion:
         noise_key = named_key(key, "sampler")
         times = uniform_times(steps, t_max=self.t_max, t_min=self.t_min)
         x = self.schedule(times[0]).sigma * jax.random.normal(named_key(key, "start"), (num, *self.data_shape))
-        common = dict(schedule=self.schedule, times=times, prediction=self.prediction)
+        common: dict[str, Any] = dict(schedule=self.schedule, times=times, prediction=self.prediction)
         if sampler == "ddpm":
             return sample_ddpm(network, params, x, key=noise_key, clip_x0=self.clip_x0, **common)
         if sampler == "ddim":
@@ -295,7 +267,13 @@ class Diffusion:
         trace: str = "exact",
         key: Array | None = None,
     ) -> Array:
-        """(b,) log-density in nats through the probability-flow ODE (unguided, conditional on ``labels``)."""
+        """(b,) log-density in nats through the probability-flow ODE, unguided.
+
+        A conditional model gives ``log p(x | labels)``, or with ``labels=None``
+        the unconditional density its null label learned through label dropout.
+        """
+        if self.conditional and labels is None:
+            labels = jnp.full(x.shape[:1], self.num_classes)
         network = self.network(labels, 1.0) if self.conditional else self.apply_fn
         return ode_log_likelihood(
             network,

@@ -24,27 +24,15 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxlab.base import ApplyFn, Context, Params
-
+from jaxlab.generative._common import along_batch, check_data
 
 TimeSampling = Literal["uniform", "logit_normal"]
 Solver = Literal["euler", "heun"]
 
 
-def _check_data(name: str, x: Array) -> None:
-    if not hasattr(x, "ndim") or x.ndim < 2:
-        raise ValueError(f"{name} must have shape (batch, *features), got {getattr(x, 'shape', type(x).__name__)}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{name} must be a floating array, got dtype {x.dtype}")
-
-
-def _broadcast_time(t: Array, x: Array) -> Array:
-    """(b,) -> (b, 1, ..., 1) to multiply a batch of shape ``(b, *features)``."""
-    return t.reshape(t.shape + (1,) * (x.ndim - 1))
-
-
 def interpolate(x0: Array, x1: Array, t: Array) -> Array:
     """``x_t = (1 − t)·x0 + t·x1`` for a batch; ``t`` has shape (b,)."""
-    tb = _broadcast_time(t, x0)
+    tb = along_batch(t, x0)
     return (1.0 - tb) * x0 + tb * x1
 
 
@@ -77,7 +65,7 @@ def flow_matching_loss(
     Returns:
       ``(loss, {"mse": loss})``.
     """
-    _check_data("x0", x0)
+    check_data("x0", x0)
     noise_key, time_key = jax.random.split(key)
     x1 = jax.random.normal(noise_key, x0.shape, x0.dtype)
     t = sample_time(time_key, x0.shape[0], time_sampling)
@@ -93,7 +81,7 @@ def _euler_step(apply_fn: ApplyFn, params: Params, x: Array, t: float | Array, h
     return x - h * apply_fn(params, x, jnp.full(x.shape[:1], t))
 
 
-def _heun_step(apply_fn: ApplyFn, params: Params, x: Array, t: Array, h: Array) -> Array:
+def _heun_step(apply_fn: ApplyFn, params: Params, x: Array, t: float | Array, h: float | Array) -> Array:
     """Heun's second-order step from t to t − h (trapezoidal corrector)."""
     v_start = apply_fn(params, x, jnp.full(x.shape[:1], t))
     x_euler = x - h * v_start
@@ -121,7 +109,7 @@ def sample_ode(
     Returns:
       ``(b, *features)`` samples at t = 0.
     """
-    _check_data("x1", x1)
+    check_data("x1", x1)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     step_fns = {"euler": _euler_step, "heun": _heun_step}

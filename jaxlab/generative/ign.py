@@ -33,8 +33,6 @@ from jax import Array
 from jaxlab.base import ApplyFn, Context, Params
 
 
-
-
 def l1_distance(a: Array, b: Array) -> Array:
     """Mean absolute difference over all elements (the paper's D)."""
     return jnp.mean(jnp.abs(a - b))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +68,7 @@ def hutchinson_divergence(field: Callable[[Array], Array], x: Array, probes: Arr
 
 def _rk_step(dynamics, state, t, h, solver):
     """One explicit step of size h > 0 forward in time for a pytree state."""
-    add = lambda a, b, scale: jax.tree.map(lambda p, q: p + scale * q, a, b)  # noqa: E731
+    add = lambda a, b, scale: jax.tree.map(lambda p, q: p + scale * q, a, b)
     k1 = dynamics(state, t)
     if solver == "euler":
         return add(state, k1, h)
@@ -135,13 +136,11 @@ def ode_log_likelihood(
     if not 0.0 <= t_min < t_max <= 1.0:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
     if trace == "hutchinson":
-        probes = jax.random.rademacher(key, (num_probes, *x.shape), x.dtype)
+        probes = jax.random.rademacher(cast(Array, key), (num_probes, *x.shape), x.dtype)  # key was checked above
 
     def dynamics(state, t):
         y, _ = state
-        field = lambda z: velocity(  # noqa: E731
-            apply_fn, params, z, jnp.full(z.shape[:1], t, jnp.float32), schedule=schedule, prediction=prediction
-        )
+        field = lambda z: velocity(apply_fn, params, z, jnp.full(z.shape[:1], t, jnp.float32), schedule=schedule, prediction=prediction)
         if trace == "exact":
             return exact_divergence(field, y)
         return hutchinson_divergence(field, y, probes)

@@ -27,7 +27,6 @@ from jaxlab.base import ApplyFn, Context, Params
 from jaxlab.generative.flow import RectifiedFlow, Solver, TimeSampling, interpolate, sample_ode, sample_time
 
 
-
 def _check_pair(x0: Array, x1: Array) -> None:
     for name, value in (("x0", x0), ("x1", x1)):
         if not hasattr(value, "ndim") or value.ndim < 2:
@@ -38,9 +37,7 @@ def _check_pair(x0: Array, x1: Array) -> None:
         raise ValueError(f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}")
 
 
-def generate_couplings(
-    apply_fn: ApplyFn, params: Params, x1: Array, *, steps: int, solver: Solver = "heun"
-) -> tuple[Array, Array]:
+def generate_couplings(apply_fn: ApplyFn, params: Params, x1: Array, *, steps: int, solver: Solver = "heun") -> tuple[Array, Array]:
     """The flow's coupling: each noise x1 paired with the sample its ODE reaches at t = 0.
 
     Args:
@@ -128,6 +125,4 @@ class ReFlow(RectifiedFlow):
 
     def loss(self, params: Params, batch: dict[str, Array], *, key: Array, ctx: Context) -> tuple[Array, dict]:
         del ctx
-        return paired_flow_matching_loss(
-            self.apply_fn, params, batch["x0"], batch["x1"], key=key, time_sampling=self.time_sampling
-        )
+        return paired_flow_matching_loss(self.apply_fn, params, batch["x0"], batch["x1"], key=key, time_sampling=self.time_sampling)

@@ -26,7 +26,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -172,15 +172,13 @@ def sample_ddim(
             return at_s.alpha * x0 + at_s.sigma * eps
         c = jnp.where(i < last, eta * at_s.sigma * jnp.sqrt(r), 0.0)
         direction = jnp.sqrt(jnp.maximum(jnp.square(at_s.sigma) - jnp.square(c), 0.0))
-        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+        noise = jax.random.normal(jax.random.fold_in(cast(Array, key), i), x.shape, x.dtype)  # eta > 0: key was checked
         return at_s.alpha * x0 + direction * eps + c * noise
 
     return jax.lax.fori_loop(0, times.shape[0] - 1, body, x_start)
 
 
-def velocity(
-    apply_fn: ApplyFn, params: Params, x: Array, t: Array, *, schedule: Schedule, prediction: Prediction
-) -> Array:
+def velocity(apply_fn: ApplyFn, params: Params, x: Array, t: Array, *, schedule: Schedule, prediction: Prediction) -> Array:
     """The probability-flow velocity dx/dt = α'·x̂0 + σ'·ε̂ at (x, t), t of shape (b,)."""
     output = apply_fn(params, x, t)
     if prediction == "velocity":

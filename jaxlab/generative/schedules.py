@@ -162,7 +162,7 @@ def cosine_nichol(t: Array, *, offset: float = 0.008) -> ScheduleValues:
       Nichol, Dhariwal 2021, "Improved DDPM", eq. 17.
     """
     t = jnp.asarray(t, jnp.float32)
-    angle = lambda u: 0.5 * math.pi * (u + offset) / (1.0 + offset)  # noqa: E731
+    angle = lambda u: 0.5 * math.pi * (u + offset) / (1.0 + offset)
     alpha = jnp.clip(jnp.cos(angle(t)) / math.cos(angle(0.0)), 0.0, 1.0)
     sigma = jnp.sqrt(1.0 - jnp.square(alpha))
     return ScheduleValues(alpha, sigma, 2.0 * (jnp.log(alpha) - jnp.log(sigma)))
@@ -195,9 +195,7 @@ def ddpm_log_alpha_bars(num_steps: int = 1000, beta_start: float = 1e-4, beta_en
     return jnp.concatenate([jnp.zeros(1), jnp.cumsum(jnp.log1p(-betas))])
 
 
-def ddpm_linear_discrete(
-    t: Array, *, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
-) -> ScheduleValues:
+def ddpm_linear_discrete(t: Array, *, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> ScheduleValues:
     """DDPM's discrete linear-β schedule: step i is t = i / N, exact on that grid.
 
     Between grid points log ᾱ is interpolated linearly, so the schedule is

@@ -53,7 +53,7 @@ draws j with probability ∝ log2 M − j instead. What these choices measured
 on the 2-D checkerboard is in the repository's ``docs/results.md``.
 
 Classifier-free guidance: with ``num_classes > 0`` the batch carries
-``"labels"``; each label is replaced by the null label ``num_classes`` with
+``"label"`` (the key every jaxlab adapter reads); each label is replaced by the null label ``num_classes`` with
 probability ``label_dropout``, and sampling mixes
 ``s_null + w·(s_label − s_null)``.
 
@@ -77,18 +77,12 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxlab.base import ApplyFn, Context, Params
+from jaxlab.generative._common import along_batch, check_data, drop_labels, guide
 from jaxlab.generative.coupling import minibatch_ot_pairing
 from jaxlab.generative.flow import interpolate
 
 Coupling = Literal["independent", "minibatch_ot"]
 COUPLINGS = ("independent", "minibatch_ot")
-
-
-def _check_data(name: str, x: Any) -> None:
-    if not hasattr(x, "ndim") or x.ndim < 2:
-        raise ValueError(f"{name} must have shape (batch, *features), got {getattr(x, 'shape', type(x).__name__)}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{name} must be a floating array, got dtype {x.dtype}")
 
 
 def _check_max_steps(max_steps: Any) -> int:
@@ -106,11 +100,6 @@ def _check_steps(steps: Any, max_steps: int) -> int:
 def _check_coupling(coupling: Any) -> None:
     if coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
-
-
-def _bcast(v: Array, x: Array) -> Array:
-    """(b,) -> (b, 1, ..., 1) to multiply a batch of shape ``(b, *features)``."""
-    return v.reshape(v.shape + (1,) * (x.ndim - 1))
 
 
 def step_condition(d: Array, max_steps: int) -> Array:
@@ -151,7 +140,7 @@ def shortcut_targets(
       ``(b, *features)`` ``½·[s(x_t, t, d) + s(x_t − d·s(x_t, t, d), t − d, d)]``.
     """
     first = shortcut_velocity(apply_fn, params, x_t, t, d, labels, max_steps)
-    x_mid = x_t - _bcast(d, x_t) * first
+    x_mid = x_t - along_batch(d, x_t) * first
     second = shortcut_velocity(apply_fn, params, x_mid, t - d, d, labels, max_steps)
     return 0.5 * (first + second)
 
@@ -212,7 +201,7 @@ def shortcut_loss(
     Returns:
       ``(loss, {"flow_mse", "bootstrap_mse"})``.
     """
-    _check_data("x0", x0)
+    check_data("x0", x0)
     _check_max_steps(max_steps)
     if not 0.0 <= bootstrap_fraction < 1.0:
         raise ValueError(f"bootstrap_fraction must be in [0, 1), got {bootstrap_fraction!r}")
@@ -220,7 +209,7 @@ def shortcut_loss(
     if labels is not None and labels.shape != x0.shape[:1]:
         raise ValueError(f"labels must have shape {x0.shape[:1]}, got {labels.shape}")
     b = x0.shape[0]
-    nb = int(round(b * bootstrap_fraction))
+    nb = round(b * bootstrap_fraction)
     noise_key, time_key, level_key, grid_key, drop_key = jax.random.split(key, 5)
     x1 = jax.random.normal(noise_key, x0.shape, x0.dtype)
     if coupling == "minibatch_ot":
@@ -228,7 +217,7 @@ def shortcut_loss(
         x0 = x0[pairing]
         labels = None if labels is None else labels[pairing]
     if labels is not None:
-        labels = jnp.where(jax.random.bernoulli(drop_key, label_dropout, labels.shape), num_classes, labels)
+        labels = drop_labels(labels, key=drop_key, rate=label_dropout, null_label=num_classes)
 
     # Bootstrap rows: 2d = 2^-j, j ∈ {0, …, log2 M − 1}; t ∈ {2d, 4d, …, 1}.
     two_d = bootstrap_step_sizes(level_key, nb, max_steps=max_steps, large_step_bias=large_step_bias)  # (nb,)
@@ -276,31 +265,33 @@ def sample_shortcut(
     Returns:
       ``(b, *features)`` samples.
     """
-    _check_data("x1", x1)
+    check_data("x1", x1)
     _check_steps(steps, _check_max_steps(max_steps))
-    guided = labels is not None and guidance_scale != 1.0
-    if guided and null_label is None:
-        raise ValueError(f"guidance_scale={guidance_scale} needs null_label, got None")
+    null_labels: Array | None = None  # set when guiding
+    if labels is not None and guidance_scale != 1.0:
+        if null_label is None:
+            raise ValueError(f"guidance_scale={guidance_scale} needs null_label, got None")
+        null_labels = jnp.full_like(labels, null_label)
     num = x1.shape[0]
     d = jnp.full((num,), 1.0 / steps)
 
     def velocity(x, t):
         s = shortcut_velocity(apply_fn, params, x, t, d, labels, max_steps)
-        if guided:
-            s_null = shortcut_velocity(apply_fn, params, x, t, d, jnp.full_like(labels, null_label), max_steps)
-            s = s_null + guidance_scale * (s - s_null)
+        if null_labels is not None:
+            s_null = shortcut_velocity(apply_fn, params, x, t, d, null_labels, max_steps)
+            s = guide(s, s_null, guidance_scale)
         return s
 
     def body(i, x):
         t = jnp.full((num,), 1.0 - i / steps)
-        return x - _bcast(d, x) * velocity(x, t)
+        return x - along_batch(d, x) * velocity(x, t)
 
     return jax.lax.fori_loop(0, steps, body, x1)
 
 
 @dataclasses.dataclass(frozen=True)
 class Shortcut:
-    """Shortcut-model adapter on batches ``{"x": (b, *data_shape)[, "labels": (b,)]}``.
+    """Shortcut-model adapter on batches ``{"x": (b, *data_shape)[, "label": (b,)]}``.
 
     Bootstrap targets come from ``ctx.ema_params`` (the trainer's EMA, as in
     the paper) or, with ``bootstrap_target="online"``, from the stop-gradient
@@ -345,9 +336,9 @@ class Shortcut:
     def _labels(self, batch: dict[str, Array]) -> Array | None:
         if self.num_classes == 0:
             return None
-        if "labels" not in batch:
-            raise ValueError(f"num_classes={self.num_classes} needs batch['labels'], got keys {sorted(batch)}")
-        return batch["labels"]
+        if "label" not in batch:
+            raise ValueError(f"num_classes={self.num_classes} needs batch['label'], got keys {sorted(batch)}")
+        return batch["label"]
 
     def init(self, key: Array, batch: dict[str, Array]) -> Params:
         x = batch["x"]

@@ -164,9 +164,7 @@ def sid_generator_loss(
     return sid_generator_loss_terms(apply_fn, teacher_params, fake_params, x_g, noise, t, alpha=alpha, weighting=weighting)
 
 
-def sid_fake_score_loss(
-    apply_fn: ApplyFn, fake_params: Params, x_g: Array, *, key: Array
-) -> tuple[Array, dict[str, Array]]:
+def sid_fake_score_loss(apply_fn: ApplyFn, fake_params: Params, x_g: Array, *, key: Array) -> tuple[Array, dict[str, Array]]:
     """Flow-matching loss of the fake network on stop-gradient generator samples x_g: ``(b, *f)``."""
     loss, _ = flow_matching_loss(apply_fn, fake_params, jax.lax.stop_gradient(x_g), key=key)
     return loss, {"fake_loss": loss}
@@ -265,9 +263,7 @@ class SiD:
         fake_loss, _ = sid_fake_score_loss(self.apply_fn, params["fake"], x_g, key=fake_key)
         return loss, {**aux, "fake_loss": fake_loss}
 
-    def train_step(
-        self, params: Params, opt_state: Any, batch: dict[str, Array], *, key: Array, ctx: Context
-    ) -> tuple[Params, Any, dict]:
+    def train_step(self, params: Params, opt_state: Any, batch: dict[str, Array], *, key: Array, ctx: Context) -> tuple[Params, Any, dict]:
         """``fake_steps`` fake-score updates on fresh generator samples, then one generator update."""
         teacher = self._teacher(ctx)
         opt_g, opt_f = self.optimizers()

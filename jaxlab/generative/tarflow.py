@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.base import Context, named_key
+from jaxlab.generative._common import drop_labels
 from jaxlab.generative.tarflow_sampling import (
     SAMPLERS,
     ApplyFn,
@@ -48,7 +50,6 @@ from jaxlab.generative.tarflow_sampling import (
     order,
     tarflow_inverse,
 )
-from jaxlab.base import Context, named_key
 
 Params = Any
 
@@ -78,9 +79,7 @@ def unpatchify(seq: Array, data_shape: tuple[int, ...], patch_size: int) -> Arra
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
-def tarflow_forward(
-    apply_fn: ApplyFn, block_params: Sequence[Params], x: Array, labels: Array | None = None
-) -> tuple[Array, Array]:
+def tarflow_forward(apply_fn: ApplyFn, block_params: Sequence[Params], x: Array, labels: Array | None = None) -> tuple[Array, Array]:
     """Data-to-noise map of the block stack.
 
     Args:
@@ -113,9 +112,7 @@ def tarflow_log_prob(apply_fn: ApplyFn, block_params: Sequence[Params], x: Array
     return -0.5 * jnp.sum(jnp.square(z), axis=(1, 2)) - 0.5 * dims * math.log(2 * math.pi) + log_det
 
 
-def tarflow_denoise(
-    apply_fn: ApplyFn, block_params: Sequence[Params], x: Array, labels: Array | None = None, *, noise_std: float
-) -> Array:
+def tarflow_denoise(apply_fn: ApplyFn, block_params: Sequence[Params], x: Array, labels: Array | None = None, *, noise_std: float) -> Array:
     """One score step ``x + σ²·∇ₓ log p(x)`` (b, L, D): the posterior mean of clean data under N(0, σ²) noise."""
     score = jax.grad(lambda y: jnp.sum(tarflow_log_prob(apply_fn, block_params, y, labels)))(x)
     return x + noise_std**2 * score
@@ -172,7 +169,7 @@ class TarFlow:
             raise ValueError(f"data_shape must be (d,) or (H, W, C), got {self.data_shape}")
         _check_positive_int("patch_size", self.patch_size)
         _check_positive_int("num_blocks", self.num_blocks)
-        if any(side % self.patch_size for side in self.data_shape[:2 if len(self.data_shape) == 3 else 1]):
+        if any(side % self.patch_size for side in self.data_shape[: 2 if len(self.data_shape) == 3 else 1]):
             raise ValueError(f"patch_size {self.patch_size} must divide data_shape {self.data_shape}")
         if self.noise_std < 0 or self.dequantize_width < 0:
             raise ValueError(f"noise_std and dequantize_width must be >= 0, got {self.noise_std}, {self.dequantize_width}")
@@ -203,9 +200,7 @@ class TarFlow:
         if not self.num_classes:
             return None
         if labels is None:
-            raise ValueError(
-                f"a class-conditional TarFlow (num_classes={self.num_classes}) needs labels of shape ({batch_size},)"
-            )
+            raise ValueError(f"a class-conditional TarFlow (num_classes={self.num_classes}) needs labels of shape ({batch_size},)")
         if labels.shape != (batch_size,) or not jnp.issubdtype(labels.dtype, jnp.integer):
             raise ValueError(f"labels must be an int array of shape ({batch_size},), got {labels.shape} {labels.dtype}")
         return labels
@@ -233,8 +228,7 @@ class TarFlow:
         self._check_x(x)
         labels = self._labels(batch, x.shape[0])
         if labels is not None and self.label_dropout > 0:
-            drop = jax.random.bernoulli(named_key(key, "label_dropout"), self.label_dropout, labels.shape)
-            labels = jnp.where(drop, self.num_classes, labels)
+            labels = drop_labels(labels, key=named_key(key, "label_dropout"), rate=self.label_dropout, null_label=self.num_classes)
         seq = patchify(self.noisy(x, key=key), self.patch_size)
         z, log_det = tarflow_forward(self.apply_fn, self._blocks(params), seq, labels)
         dims = math.prod(self.data_shape)

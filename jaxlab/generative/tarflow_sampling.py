@@ -50,7 +50,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import jax
 import jax.numpy as jnp
@@ -73,9 +73,7 @@ def check_block_params(block_params: Any) -> None:
         any other non-sequence.
       ValueError: for an empty sequence.
     """
-    if isinstance(block_params, Mapping) or isinstance(block_params, (str, bytes)) or not isinstance(
-        block_params, Sequence
-    ):
+    if isinstance(block_params, (Mapping, str, bytes)) or not isinstance(block_params, Sequence):
         hint = ""
         if isinstance(block_params, Mapping):
             keys = list(block_params)[:4]
@@ -83,18 +81,16 @@ def check_block_params(block_params: Any) -> None:
                 f" (a {type(block_params).__name__} with keys {keys}: pass [params] for a single block, or "
                 "[params[f'block_{k}'] for k in range(num_blocks)] for a TarFlow adapter's parameters)"
             )
-        raise TypeError(
-            f"block_params must be a list or tuple of parameter trees, one per block; got {type(block_params).__name__}"
-            + hint
-        )
+        raise TypeError(f"block_params must be a list or tuple of parameter trees, one per block; got {type(block_params).__name__}" + hint)
     if not block_params:
         raise ValueError("block_params must hold the parameters of at least one block; got an empty sequence")
 
 
 def _cache_protocol_error(apply_fn: ApplyFn, params: Params, z: Array, labels: Array | None) -> TypeError | None:
     """None if ``apply_fn`` builds a KV cache (the ``return_cache=True`` call), else the TypeError saying why not."""
+    shape = cast(tuple[int, int, int], z.shape)  # (b, L, D); another rank fails the call below with a TypeError
     try:
-        jax.eval_shape(lambda p: empty_cache(apply_fn, p, *z.shape, labels), params)
+        jax.eval_shape(lambda p: empty_cache(apply_fn, p, *shape, labels), params)
     except TypeError as error:
         name = getattr(apply_fn, "__qualname__", type(apply_fn).__name__)
         message = (
@@ -209,9 +205,7 @@ def invert_cached(apply_fn: ApplyFn, params: Params, z: Array, labels: Array | N
     return jnp.swapaxes(u, 0, 1)
 
 
-def invert_recompute(
-    apply_fn: ApplyFn, params: Params, z: Array, labels: Array | None, guidance: float | Array = 0.0
-) -> Array:
+def invert_recompute(apply_fn: ApplyFn, params: Params, z: Array, labels: Array | None, guidance: float | Array = 0.0) -> Array:
     """Sequential inverse without a cache: a full causal pass per position (the reference)."""
 
     def step(position, u):
@@ -337,9 +331,7 @@ def tarflow_inverse(
             u, count = invert_recompute(apply_fn, block_params[k], zk, labels, guidance), jnp.int32(z.shape[1])
         else:
             parts = 1 if sampler == "jacobi" else segments
-            u, count = invert_jacobi(
-                apply_fn, block_params[k], zk, labels, guidance, tol=tol, max_iters=max_iters, segments=parts
-            )
+            u, count = invert_jacobi(apply_fn, block_params[k], zk, labels, guidance, tol=tol, max_iters=max_iters, segments=parts)
         x = order(u, flip=k % 2 == 1)
         passes.append(count)
     return x, jnp.stack(passes[::-1])

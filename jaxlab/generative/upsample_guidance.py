@@ -34,7 +34,6 @@ References:
 
 from __future__ import annotations
 
-
 import jax.numpy as jnp
 from jax import Array
 

@@ -15,7 +15,7 @@ def explicit_spec(x: jax.Array):
     """
     sharding = getattr(jax.typeof(x), "sharding", None)
     mesh = getattr(sharding, "mesh", None)
-    if mesh is None or not mesh.axis_names:
+    if sharding is None or mesh is None or not mesh.axis_names:
         return None
     if not any(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types):
         return None

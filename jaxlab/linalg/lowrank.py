@@ -35,7 +35,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["pinv", "truncated_svd", "randomized_svd", "cr_approx", "cr_probabilities"]
+__all__ = ["cr_approx", "cr_probabilities", "pinv", "randomized_svd", "truncated_svd"]
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -129,9 +129,7 @@ def _orthonormal(y: jax.Array) -> jax.Array:
     return jnp.linalg.qr(y, mode="reduced")[0]
 
 
-def randomized_svd(
-    x: jax.Array, rank: int, *, key: jax.Array, oversample: int = 10, power_iters: int = 2
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+def randomized_svd(x: jax.Array, rank: int, *, key: jax.Array, oversample: int = 10, power_iters: int = 2) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Approximate rank-``rank`` SVD by a randomized range finder (Halko et al. 2011).
 
     With ``l = min(rank + oversample, m, n)`` and ``Omega`` an ``n x l`` standard

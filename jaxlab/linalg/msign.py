@@ -268,9 +268,7 @@ def msign(
     if not isinstance(steps, int):
         y = _dynamic(ops, xk, r, a_mat, a2, table, steps)
     else:
-        use_gram = method == "gram" or (
-            method == "auto" and n >= _GRAM_RATIO * m and steps > 1 and ops.op in (jnp.float32, jnp.float64)
-        )
+        use_gram = method == "gram" or (method == "auto" and n >= _GRAM_RATIO * m and steps > 1 and ops.op in (jnp.float32, jnp.float64))
         y = (_gram_iteration if use_gram else _direct)(ops, xk, r, a_mat, a2, table, steps)
     return y.astype(x.dtype)
 

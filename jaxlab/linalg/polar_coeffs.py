@@ -116,8 +116,7 @@ POLAR_EXPRESS_PAPER_SAFETY: float = 1.01
 
 # p(x / s) for every row but the last, evaluated as the paper's code does.
 POLAR_EXPRESS_PAPER_COEFFS: tuple[tuple[float, float, float], ...] = tuple(
-    (a / POLAR_EXPRESS_PAPER_SAFETY, b / POLAR_EXPRESS_PAPER_SAFETY**3, c / POLAR_EXPRESS_PAPER_SAFETY**5)
-    for a, b, c in POLAR_EXPRESS_PAPER_RAW[:-1]
+    (a / POLAR_EXPRESS_PAPER_SAFETY, b / POLAR_EXPRESS_PAPER_SAFETY**3, c / POLAR_EXPRESS_PAPER_SAFETY**5) for a, b, c in POLAR_EXPRESS_PAPER_RAW[:-1]
 ) + (POLAR_EXPRESS_PAPER_RAW[-1],)
 
 PRESETS: dict[str, tuple[tuple[float, float, float], ...]] = {
@@ -162,6 +161,7 @@ def coefficient_table(coeffs, name: str = "coeffs"):
         if coeffs not in PRESETS:
             raise ValueError(f"{name}: unknown preset {coeffs!r}; expected one of {sorted(PRESETS)} or a (k, 3) table")
         return np.asarray(PRESETS[coeffs], np.float64)
+    table: jax.Array | np.ndarray
     if isinstance(coeffs, jax.Array):
         table = coeffs
     else:

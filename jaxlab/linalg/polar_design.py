@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["minimax_odd_quintic", "odd_quintic", "design_polar_express", "compose_band"]
+__all__ = ["compose_band", "design_polar_express", "minimax_odd_quintic", "odd_quintic"]
 
 
 def odd_quintic(coeffs, x: np.ndarray) -> np.ndarray:
@@ -86,9 +86,7 @@ def minimax_odd_quintic(lo: float, hi: float, *, iters: int = 60) -> tuple[tuple
     return coeffs, err
 
 
-def design_polar_express(
-    lower: float, steps: int, *, first_margin: float = 1.0, margin: float = 1.0, min_width: float = 1e-6
-) -> tuple[np.ndarray, np.ndarray]:
+def design_polar_express(lower: float, steps: int, *, first_margin: float = 1.0, margin: float = 1.0, min_width: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
     """Greedy per-step minimax schedule for singular values in ``[lower, 1]``.
 
     Args:

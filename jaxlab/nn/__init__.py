@@ -1,16 +1,16 @@
 """jaxlab.nn — Flax Linen layers and networks."""
 
 from jaxlab.nn.embeddings import sinusoidal_embedding
-from jaxlab.nn.mlp import ResidualBlock, TimeMLP
+from jaxlab.nn.mlp import ClassifierMLP, ResidualBlock, TimeMLP
 
-__all__ = ["ResidualBlock", "TimeMLP", "sinusoidal_embedding"]
+__all__ = ["ClassifierMLP", "ResidualBlock", "TimeMLP", "sinusoidal_embedding"]
 
-from jaxlab.nn.causal_transformer import CausalTransformer, empty_cache  # noqa: E402
+from jaxlab.nn.causal_transformer import CausalTransformer, empty_cache
 
 __all__ += ["CausalTransformer", "empty_cache"]
 
-from jaxlab.nn.attention import AttentionConfig, MultiHeadAttention  # noqa: E402
-from jaxlab.nn.kv_cache import (  # noqa: E402
+from jaxlab.nn.attention import AttentionConfig, MultiHeadAttention
+from jaxlab.nn.kv_cache import (
     KVCache,
     LatentCache,
     cache_bytes,
@@ -20,9 +20,9 @@ from jaxlab.nn.kv_cache import (  # noqa: E402
     init_cache,
     with_cache_checks,
 )
-from jaxlab.nn.mla import DEEPSEEK_V2, MLAConfig, MultiHeadLatentAttention  # noqa: E402
-from jaxlab.nn.rerope import rectified_relative_positions, rerope_logits  # noqa: E402
-from jaxlab.nn.rope import (  # noqa: E402
+from jaxlab.nn.mla import DEEPSEEK_V2, MLAConfig, MultiHeadLatentAttention
+from jaxlab.nn.rerope import rectified_relative_positions, rerope_logits
+from jaxlab.nn.rope import (
     apply_rope,
     axial_rope_angles,
     grid_positions,
@@ -34,7 +34,7 @@ from jaxlab.nn.rope import (  # noqa: E402
     rope_tie_angles,
     rope_tie_position_ids,
 )
-from jaxlab.nn.rope_scaling import (  # noqa: E402
+from jaxlab.nn.rope_scaling import (
     RopeConfig,
     dynamic_ntk_factor,
     logn_scale,
@@ -44,14 +44,14 @@ from jaxlab.nn.rope_scaling import (  # noqa: E402
     yarn_frequencies,
     yarn_qk_scale,
 )
-from jaxlab.nn.streaming import (  # noqa: E402
+from jaxlab.nn.streaming import (
     LinearAttentionState,
     elu_feature_map,
     linear_attention_parallel,
     linear_attention_recurrent,
     streaming_attention,
 )
-from jaxlab.nn.transformer import (  # noqa: E402
+from jaxlab.nn.transformer import (
     DecoderLM,
     TransformerConfig,
     attention_layer,
@@ -109,6 +109,6 @@ __all__ += [
     "yarn_qk_scale",
 ]
 
-from jaxlab.nn.unet import ConditionedResBlock, UNet  # noqa: E402
+from jaxlab.nn.unet import ConditionedResBlock, UNet
 
 __all__ += ["ConditionedResBlock", "UNet"]

@@ -34,7 +34,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -138,9 +138,7 @@ class MultiHeadAttention(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(
-        self, x: Array, cache: KVCache | None = None, *, positions: Array | None = None, mask: Array | None = None
-    ):
+    def __call__(self, x: Array, cache: KVCache | None = None, *, positions: Array | None = None, mask: Array | None = None):
         check_sequence_input(x)
         cfg = self.config
         b, t, features = x.shape
@@ -153,7 +151,7 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             mask = check_padding_mask(mask, x, None if cache is None else cache.index)
         # 2-D kernels (D, heads·d): the same maps as per-head tensors, and much cheaper to compile at init
-        dense = lambda width, name: nn.Dense(width, use_bias=False, param_dtype=self.param_dtype, name=name)  # noqa: E731
+        dense = lambda width, name: nn.Dense(width, use_bias=False, param_dtype=self.param_dtype, name=name)
         q = dense(h * d, "query")(x).reshape(b, t, h, d)
         k = dense(kv * d, "key")(x).reshape(b, t, kv, d)
         v = dense(kv * d, "value")(x).reshape(b, t, kv, d)
@@ -177,7 +175,7 @@ class MultiHeadAttention(nn.Module):
             values.insert(0, cache.v)
         scale = logit_scale(cfg.rope, q_pos, d, own.ndim)
         probs = softmax_parts([p * scale for p in parts], [expand_mask(m, own.ndim) for m in masks])
-        out = sum(jnp.einsum("bkgts,bksd->bkgtd", p.astype(val.dtype), val) for p, val in zip(probs, values))
+        out = cast(Array, sum(jnp.einsum("bkgts,bksd->bkgtd", p.astype(val.dtype), val) for p, val in zip(probs, values)))  # values is non-empty
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * d)  # heads concatenated
         y = dense(features, "out")(out)
         counts = None if mask is None else jnp.sum(mask, axis=1, dtype=jnp.int32)

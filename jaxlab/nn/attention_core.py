@@ -38,9 +38,7 @@ def check_sequence_input(x: Any, name: str = "x") -> None:
         raise ValueError(f"`{name}` must be floating; got dtype {x.dtype}.")
 
 
-def check_cache(
-    arrays: Sequence[Array], expected: Sequence[tuple[int, ...]], x: Array, max_len: int, index: Array | None = None
-) -> None:
+def check_cache(arrays: Sequence[Array], expected: Sequence[tuple[int, ...]], x: Array, max_len: int, index: Array | None = None) -> None:
     """Raises ValueError unless each cache array has its expected shape and ``x`` fits in the cache.
 
     With ``index`` (the cache's () or (b,) index), also checks that the
@@ -73,9 +71,7 @@ def check_padding_mask(mask: Any, x: Array, cache_index: Array | None) -> Array:
             f"got {getattr(mask, 'dtype', type(mask).__name__)} {getattr(mask, 'shape', '')}."
         )
     if cache_index is not None and jnp.ndim(cache_index) == 0:
-        raise ValueError(
-            "a padding `mask` with a cache needs one index per sequence: init_cache(..., per_sequence=True)."
-        )
+        raise ValueError("a padding `mask` with a cache needs one index per sequence: init_cache(..., per_sequence=True).")
     mask = jnp.asarray(mask)
     if isinstance(mask, jax.core.Tracer):
         checkify.debug_check(jnp.all(mask[:, 1:] <= mask[:, :-1]), "`mask`: real tokens must come first in each row")

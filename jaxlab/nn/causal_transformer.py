@@ -71,6 +71,8 @@ class CausalSelfAttention(nn.Module):
             mask = jnp.tril(jnp.ones((length, length), bool))
             out, new_kv = _attend(q, k, v, mask), (k, v)
         else:
+            if position is None:
+                raise ValueError("decoding with a cache needs a position")
             cached_k, cached_v = cache
             cached_k = jax.lax.dynamic_update_slice_in_dim(cached_k, k.astype(cached_k.dtype), position, axis=1)
             cached_v = jax.lax.dynamic_update_slice_in_dim(cached_v, v.astype(cached_v.dtype), position, axis=1)
@@ -135,17 +137,14 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"width must be divisible by num_heads, got width={self.width}, num_heads={self.num_heads}")
         if x.ndim != 3:
             raise ValueError(f"x must have shape (batch, length, features), got {x.shape}")
-        decoding = cache is not None
-        if decoding and (x.shape[1] != 1 or position is None):
-            raise ValueError(
-                f"decoding takes one token (batch, 1, features) and a position, got x {x.shape}, position {position}"
-            )
-        if decoding:
+        if cache is not None:
+            if x.shape[1] != 1 or position is None:
+                raise ValueError(f"decoding takes one token (batch, 1, features) and a position, got x {x.shape}, position {position}")
             check_room(position, 1, min(self.max_len, cache[0][0].shape[1]))
-        if not decoding and x.shape[1] > self.max_len:
+        elif x.shape[1] > self.max_len:
             raise ValueError(f"x has length {x.shape[1]}, more than max_len={self.max_len}")
         positions_table = self.param("positions", nn.initializers.normal(0.02), (self.max_len, self.width))
-        if decoding:
+        if cache is not None and position is not None:  # position is never None with a cache (checked above)
             positions = jax.lax.dynamic_slice_in_dim(positions_table, position, 1, axis=0)  # (1, w)
         else:
             positions = positions_table[: x.shape[1]]  # (L, w)
@@ -157,11 +156,11 @@ class CausalTransformer(nn.Module):
         new_cache = []
         for layer in range(self.depth):
             h, kv = TransformerLayer(self.width, self.num_heads, self.mlp_ratio, name=f"layer_{layer}")(
-                h, cache=cache[layer] if decoding else None, position=position
+                h, cache=cache[layer] if cache is not None else None, position=position
             )
             new_cache.append(kv)
         out = nn.Dense(self.out_features, kernel_init=nn.initializers.zeros, name="head")(nn.LayerNorm()(h))
-        if decoding or return_cache:
+        if cache is not None or return_cache:
             return out, tuple(new_cache)
         return out
 

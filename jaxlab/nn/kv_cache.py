@@ -76,11 +76,11 @@ def check_room(index: Array | int, tokens: int, max_len: int) -> None:
             tokens=jnp.int32(tokens), needed=needed, max_len=jnp.int32(max_len),
         )  # fmt: skip
         return
-    needed = int(np.max(np.asarray(index))) + tokens
-    if needed > max_len:
+    length = int(np.max(np.asarray(index))) + tokens
+    if length > max_len:
         raise ValueError(
             f"`cache` overflow: writing {tokens} token(s) at index {np.asarray(index).tolist()} needs a cache of "
-            f"length {needed}, more than its max_len = {max_len}; allocate a longer cache (init_cache(..., max_len))."
+            f"length {length}, more than its max_len = {max_len}; allocate a longer cache (init_cache(..., max_len))."
         )
 
 
@@ -112,13 +112,11 @@ def _write(array: Array, entry: Array, index: Array, axis: int) -> Array:
     entry = entry.astype(array.dtype)
     if jnp.ndim(index) == 0:
         return jax.lax.dynamic_update_slice_in_dim(array, entry, index, axis=axis)
-    row = lambda a, e, i: jax.lax.dynamic_update_slice_in_dim(a, e, i, axis=axis - 1)  # noqa: E731
+    row = lambda a, e, i: jax.lax.dynamic_update_slice_in_dim(a, e, i, axis=axis - 1)
     return jax.vmap(row)(array, entry, index)
 
 
-def _append(
-    arrays: tuple[Array, ...], entries: tuple[Array, ...], index: Array, axis: int, counts: Array | None
-) -> tuple[tuple[Array, ...], Array]:
+def _append(arrays: tuple[Array, ...], entries: tuple[Array, ...], index: Array, axis: int, counts: Array | None) -> tuple[tuple[Array, ...], Array]:
     """Writes each entry into its array at ``index`` along the token axis ``axis``; returns (arrays, new index)."""
     for array, entry in zip(arrays, entries):
         if entry.ndim != array.ndim or any(e != a for i, (e, a) in enumerate(zip(entry.shape, array.shape)) if i != axis):
@@ -152,7 +150,7 @@ class KVCache(NamedTuple):
 
     k: Array
     v: Array
-    index: Array
+    index: Array  # type: ignore[assignment]  # the field deliberately shadows tuple.index
 
     @property
     def max_len(self) -> int:
@@ -186,7 +184,7 @@ class LatentCache(NamedTuple):
 
     c_kv: Array
     k_rope: Array
-    index: Array
+    index: Array  # type: ignore[assignment]  # the field deliberately shadows tuple.index
 
     @property
     def max_len(self) -> int:
@@ -198,9 +196,7 @@ class LatentCache(NamedTuple):
         return LatentCache(new_c, new_k, index)
 
 
-def init_cache(
-    config: Any, batch: int, max_len: int, dtype: Any = jnp.float32, *, per_sequence: bool = False
-) -> KVCache | LatentCache:
+def init_cache(config: Any, batch: int, max_len: int, dtype: Any = jnp.float32, *, per_sequence: bool = False) -> KVCache | LatentCache:
     """An empty cache for one attention layer of ``config``.
 
     Args:

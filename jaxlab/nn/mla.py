@@ -31,7 +31,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -177,9 +177,7 @@ class MultiHeadLatentAttention(nn.Module):
         return (c_q @ w_uq).reshape(b, t, cfg.num_heads, cfg.qk_head_dim)  # (b, t, h, n + r)
 
     @nn.compact
-    def __call__(
-        self, x: Array, cache: LatentCache | None = None, *, positions: Array | None = None, mask: Array | None = None
-    ):
+    def __call__(self, x: Array, cache: LatentCache | None = None, *, positions: Array | None = None, mask: Array | None = None):
         check_sequence_input(x)
         cfg = self.config
         b, t, features = x.shape
@@ -210,7 +208,7 @@ class MultiHeadLatentAttention(nn.Module):
         parts = [latent_scores(query, q_rope, latents, keys, w_uk, cfg.mode) for latents, keys, _ in blocks]
         scale = logit_scale(cfg.rope, q_pos, cfg.qk_head_dim, parts[0].ndim)
         probs = softmax_parts([p * scale for p in parts], [expand_mask(m, parts[0].ndim) for _, _, m in blocks])
-        out = sum(latent_values(p, latents, w_uv, cfg.mode) for p, (latents, _, _) in zip(probs, blocks))
+        out = cast(Array, sum(latent_values(p, latents, w_uv, cfg.mode) for p, (latents, _, _) in zip(probs, blocks)))  # blocks is non-empty
         if cfg.mode == "absorbed":
             out = jnp.einsum("bthc,chv->bthv", out, w_uv)  # W_UV on the output side
         y = out.reshape(b, t, -1) @ w_o

@@ -1,8 +1,9 @@
-"""A residual MLP conditioned on time: the velocity / denoiser network for vector data."""
+"""MLPs for vector data: a residual MLP conditioned on time (the velocity / denoiser network) and a plain classifier."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -61,15 +62,16 @@ class TimeMLP(nn.Module):
         if labels is not None and labels.shape != x.shape[:1]:
             raise ValueError(f"labels must have shape {x.shape[:1]}, got {labels.shape}")
         scalars = [jnp.broadcast_to(jnp.asarray(c, x.dtype), x.shape[:1]) for c in (t, *conditions)]  # each (b,)
+        cond: Array
         if self.separate_conditions:
-            cond = 0.0
+            cond = jnp.zeros((), x.dtype)
             for i, c in enumerate(scalars):
                 hidden = nn.Dense(self.width, name=f"cond{i}_in")(sinusoidal_embedding(c, self.time_features))
                 cond = cond + nn.Dense(self.width, name=f"cond{i}_out")(nn.silu(hidden))  # (b, w)
             if labels is not None:
                 cond = cond + nn.Embed(self.num_classes + 1, self.width)(labels)
         else:
-            cond = sum(sinusoidal_embedding(c, self.time_features) for c in scalars)  # (b, time_features)
+            cond = functools.reduce(jnp.add, [sinusoidal_embedding(c, self.time_features) for c in scalars])  # (b, time_features)
             if labels is not None:
                 cond = cond + nn.Embed(self.num_classes + 1, self.time_features)(labels)
             cond = nn.Dense(self.width)(nn.silu(nn.Dense(self.width)(cond)))  # (b, w)
@@ -78,3 +80,25 @@ class TimeMLP(nn.Module):
             h = ResidualBlock(self.width)(h, cond)
         h = nn.silu(nn.LayerNorm()(h))
         return nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros)(h)
+
+
+class ClassifierMLP(nn.Module):
+    """``x (b, features) -> logits (b, num_classes)``: ``depth`` hidden ReLU layers ``Dense_i`` and a linear ``head``.
+
+    Attributes:
+      width: hidden width.
+      depth: number of hidden layers.
+      num_classes: number of outputs.
+      dtype: the compute dtype (None: the input's); parameters stay float32.
+    """
+
+    width: int
+    depth: int = 2
+    num_classes: int = 10
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:  # (b, features) -> (b, num_classes)
+        for i in range(self.depth):
+            x = nn.relu(nn.Dense(self.width, dtype=self.dtype, name=f"Dense_{i}")(x))
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)

@@ -234,10 +234,7 @@ def _check_segments(segments: Sequence[Segment]) -> None:
     for segment in segments:
         kind = segment[0] if segment else None
         if kind not in arity or len(segment) != 1 + arity[kind] or any(int(n) < 1 for n in segment[1:]):
-            raise ValueError(
-                "`segments` entries must be ('text', n), ('image', h, w) or ('video', frames, h, w) "
-                f"with positive sizes; got {segment!r}."
-            )
+            raise ValueError(f"`segments` entries must be ('text', n), ('image', h, w) or ('video', frames, h, w) with positive sizes; got {segment!r}.")
 
 
 def mrope_position_ids(segments: Sequence[Segment]) -> np.ndarray:

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Literal, overload
 
 import jax.numpy as jnp
 from jax import Array
@@ -139,6 +139,10 @@ def pi_frequencies(frequencies: Array, factor: float) -> Array:
     return frequencies / factor
 
 
+@overload
+def ntk_base(base: float, dim: int, factor: float) -> float: ...
+@overload
+def ntk_base(base: float, dim: int, factor: Array) -> Array: ...
 def ntk_base(base: float, dim: int, factor: float | Array) -> float | Array:
     """NTK-aware base ``base · factor^(dim/(dim−2))``."""
     return base * factor ** (dim / (dim - 2))
@@ -149,9 +153,7 @@ def dynamic_ntk_factor(length: int | Array, original_length: int, max_factor: fl
     return jnp.clip(jnp.asarray(length, jnp.float32) / original_length, 1.0, max_factor)
 
 
-def yarn_correction_range(
-    dim: int, base: float, original_length: int, *, beta_fast: float = 32.0, beta_slow: float = 1.0
-) -> tuple[int, int]:
+def yarn_correction_range(dim: int, base: float, original_length: int, *, beta_fast: float = 32.0, beta_slow: float = 1.0) -> tuple[int, int]:
     """Pair indices ``(lo, hi)`` between which YaRN's index ramp runs.
 
     ``d(β) = dim·ln(L0/(2πβ))/(2·ln base)`` solves ``L0·base^(−2i/dim)/(2π) = β``

@@ -50,9 +50,7 @@ class _Carry(NamedTuple):
     output: Array  # (b, kv, g, t, dv) Σ exp(logit − maximum)·v
 
 
-def streaming_attention(
-    q: Array, k: Array, v: Array, *, block_size: int = 512, causal: bool = True, scale: float | None = None
-) -> Array:
+def streaming_attention(q: Array, k: Array, v: Array, *, block_size: int = 512, causal: bool = True, scale: float | None = None) -> Array:
     """Softmax attention evaluated over key blocks with an online softmax.
 
     Queries are aligned with the *end* of the keys: query i sits at position
@@ -178,14 +176,12 @@ def linear_attention_recurrent(
         denominator = jnp.einsum("bhd,bhd->bh", q_t, k_sum)[..., None] + eps
         return LinearAttentionState(kv, k_sum), numerator / denominator
 
-    time_major = lambda a: jnp.moveaxis(a, 1, 0)  # noqa: E731
-    state, ys = jax.lax.scan(step, state, (time_major(fq), time_major(fk), time_major(v.astype(jnp.float32))))
-    return jnp.moveaxis(ys, 0, 1).astype(v.dtype), state
+    time_major = lambda a: jnp.moveaxis(a, 1, 0)
+    final_state, ys = jax.lax.scan(step, state, (time_major(fq), time_major(fk), time_major(v.astype(jnp.float32))))
+    return jnp.moveaxis(ys, 0, 1).astype(v.dtype), final_state
 
 
-def linear_attention_parallel(
-    q: Array, k: Array, v: Array, *, feature_map: Callable[[Array], Array] = elu_feature_map, eps: float = 1e-6
-) -> Array:
+def linear_attention_parallel(q: Array, k: Array, v: Array, *, feature_map: Callable[[Array], Array] = elu_feature_map, eps: float = 1e-6) -> Array:
     """Causal linear attention in its parallel (masked quadratic) form, (b, t, h, dv)."""
     _check_qkv(q, k, v)
     fq, fk = feature_map(q.astype(jnp.float32)), feature_map(k.astype(jnp.float32))

@@ -65,9 +65,7 @@ class UNet(nn.Module):
     def _check(self, x: Array, labels: Array | None) -> None:
         factor = 2 ** (len(self.channels) - 1)
         if x.ndim != 4 or x.shape[1] % factor or x.shape[2] % factor:
-            raise ValueError(
-                f"x must have shape (batch, height, width, channels) with height and width divisible by {factor}, got {x.shape}"
-            )
+            raise ValueError(f"x must have shape (batch, height, width, channels) with height and width divisible by {factor}, got {x.shape}")
         if self.num_classes and (labels is None or labels.shape != x.shape[:1]):
             raise ValueError(f"labels must have shape {x.shape[:1]} for a class-conditional UNet, got {getattr(labels, 'shape', None)}")
 

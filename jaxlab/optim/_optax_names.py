@@ -41,18 +41,14 @@ def _take(fn, given: dict, defaults: dict, alias: str, value, names: dict) -> No
     for name, new in names.items():
         if not _is_default(given[name], defaults[name]):
             raise TypeError(
-                f"{fn}: got both {alias!r} (optax.contrib.muon's name) and {name!r}; "
-                f"{alias}={value!r} sets {name}={new!r}, so pass only one of them"
+                f"{fn}: got both {alias!r} (optax.contrib.muon's name) and {name!r}; {alias}={value!r} sets {name}={new!r}, so pass only one of them"
             )
         given[name] = new
 
 
 def _unsupported(fn, alias: str, value, noop: str, is_noop: bool) -> None:
     if not is_noop:
-        raise TypeError(
-            f"{fn}: optax.contrib.muon's {alias}={value!r} has no jaxlab equivalent "
-            f"(only {alias}={noop}, what jaxlab does, is accepted)"
-        )
+        raise TypeError(f"{fn}: optax.contrib.muon's {alias}={value!r} has no jaxlab equivalent (only {alias}={noop}, what jaxlab does, is accepted)")
 
 
 def resolve_optax_names(fn: str, given: dict, defaults: dict, optax_names: dict) -> dict:

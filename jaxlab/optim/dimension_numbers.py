@@ -21,8 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 
@@ -86,11 +85,11 @@ class DimensionNumbers:
             ValueError: naming ``path`` if the axes do not fit a leaf of this shape.
         """
         ndim = len(shape)
-        red, out = self.reduction, self.output
+        # __post_init__ stores both as tuples
+        red, out = cast(tuple[int, ...], self.reduction), cast(tuple[int, ...], self.output)
         if ndim < 2 or not all(-ndim <= a < ndim for a in red + out):
             raise ValueError(
-                f"leaf {path!r}: {self} does not match its rank {ndim} (shape {tuple(shape)}); "
-                f"expected axes in [-{ndim}, {ndim}) on a leaf of rank >= 2"
+                f"leaf {path!r}: {self} does not match its rank {ndim} (shape {tuple(shape)}); expected axes in [-{ndim}, {ndim}) on a leaf of rank >= 2"
             )
         red = tuple(a % ndim for a in red)
         out = tuple(a % ndim for a in out)
@@ -135,7 +134,7 @@ def matrix_view(shape: tuple[int, ...], dims: DimensionNumbers | None, path: str
         dims = DimensionNumbers()
     batch, red, out = dims.normalize(shape, path)
     perm = batch + red + out
-    prod = lambda axes: math.prod(shape[a] for a in axes)  # noqa: E731
+    prod = lambda axes: math.prod(shape[a] for a in axes)
     return MatrixView(perm, tuple(shape[a] for a in perm), prod(batch), prod(red), prod(out))
 
 
@@ -159,8 +158,7 @@ def dense_general_dimension_numbers(ndim: int, *, num_in_axes: int = 1, num_batc
     """
     if num_in_axes < 1 or num_batch_axes < 0 or num_batch_axes + num_in_axes >= ndim:
         raise ValueError(
-            f"dense_general_dimension_numbers: need num_batch_axes ({num_batch_axes}) + num_in_axes "
-            f"({num_in_axes}) < ndim ({ndim}) with num_in_axes >= 1"
+            f"dense_general_dimension_numbers: need num_batch_axes ({num_batch_axes}) + num_in_axes ({num_in_axes}) < ndim ({ndim}) with num_in_axes >= 1"
         )
     red = tuple(range(num_batch_axes, num_batch_axes + num_in_axes))
     return DimensionNumbers(red, tuple(range(num_batch_axes + num_in_axes, ndim)))
@@ -290,7 +288,7 @@ def resolve_dimension_numbers(spec, tree, *, fn: str) -> dict[str, DimensionNumb
     """
     if spec is None:
         spec = attention_dimension_numbers
-    if isinstance(spec, Callable) and not isinstance(spec, DimensionNumbers):
+    if callable(spec) and not isinstance(spec, DimensionNumbers):
         spec = spec(tree)
     if _is_optax_spec(spec):
         spec = DimensionNumbers(spec.reduction_axis, spec.output_axis)
@@ -300,8 +298,6 @@ def resolve_dimension_numbers(spec, tree, *, fn: str) -> dict[str, DimensionNumb
     out = {}
     for p, value in flat:
         if not _is_spec_leaf(value):
-            raise ValueError(
-                f"{fn}: dimension_numbers at {path_str(p)!r} must be DimensionNumbers or None, got {value!r}"
-            )
+            raise ValueError(f"{fn}: dimension_numbers at {path_str(p)!r} must be DimensionNumbers or None, got {value!r}")
         out[path_str(p)] = DimensionNumbers(value.reduction_axis, value.output_axis) if _is_optax_spec(value) else value
     return out

@@ -72,10 +72,10 @@ class RoutingTable(list):
     """A list of :class:`RoutingRow` whose ``str`` is an aligned text table."""
 
     def __str__(self) -> str:
-        header = RoutingRow("path", "shape", "label", "why")
+        header = ("path", "shape", "label", "why")
         cells = [header, *((r.path, str(tuple(r.shape)), r.label, r.why) for r in self)]
         widths = [max(len(str(row[i])) for row in cells) for i in range(3)]
-        pad = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths, strict=True))  # noqa: E731
+        pad = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths, strict=True))
         return "\n".join(f"{pad(row)}  {row[3]}" for row in cells)
 
 

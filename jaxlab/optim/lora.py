@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -49,25 +49,28 @@ import optax
 from jaxlab.optim.dimension_numbers import path_str
 
 __all__ = [
-    "LoraPair",
     "LORA_A",
     "LORA_B",
+    "LoraPair",
     "default_lora_predicate",
-    "lora_targets",
-    "lora_scale",
-    "lora_init",
-    "lora_merge",
     "lora_apply",
+    "lora_init",
     "lora_labels",
+    "lora_merge",
     "lora_plus",
+    "lora_scale",
+    "lora_targets",
 ]
 
 LORA_A = "lora_a"
 LORA_B = "lora_b"
 _HI = jax.lax.Precision.HIGHEST
 
+# Arrays for adapters and gradients; other leaves in trees that mirror them (labels, optimizer moments).
+_Leaf = TypeVar("_Leaf")
 
-class LoraPair(NamedTuple):
+
+class LoraPair(NamedTuple, Generic[_Leaf]):
     """The adapter of one kernel ``(in, out)``: ``W = W0 + scale * a @ b``.
 
     Attributes:
@@ -75,8 +78,8 @@ class LoraPair(NamedTuple):
         b: ``(r, out)``, output side (zero at init).
     """
 
-    a: jax.Array
-    b: jax.Array
+    a: _Leaf
+    b: _Leaf
 
 
 def _is_pair(x) -> bool:
@@ -273,7 +276,7 @@ def lora_plus(
     if not (isinstance(ratio, (int, float)) and ratio > 0):
         raise ValueError(f"lora_plus: ratio must be a positive number, got {ratio!r}")
     if callable(learning_rate):
-        lr_b = lambda step: ratio * learning_rate(step)  # noqa: E731
+        lr_b = lambda step: ratio * learning_rate(step)
     else:
         lr_b = ratio * learning_rate
     transforms = {

@@ -56,12 +56,12 @@ from jaxlab.optim.dimension_numbers import path_str
 from jaxlab.optim.lora import LoraPair, _is_pair, lora_targets
 
 __all__ = [
-    "lora_ga_init",
+    "LoraProAdamState",
     "lora_equivalent_gradient",
+    "lora_ga_init",
+    "lora_pro_adam",
     "lora_pro_gradients",
     "scale_by_lora_pro",
-    "LoraProAdamState",
-    "lora_pro_adam",
 ]
 
 _HI = jax.lax.Precision.HIGHEST
@@ -99,7 +99,7 @@ def lora_ga_init(params, grads, rank: int, *, scale: float, gamma: float = 16.0,
     """
     if not gamma > 0:
         raise ValueError(f"lora_ga_init: gamma must be > 0, got {gamma!r}")
-    if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(grads):
+    if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(grads):  # type: ignore[operator]  # jaxlib ships no stub for PyTreeDef
         raise ValueError("lora_ga_init: grads must have the tree structure of params")
     targets = lora_targets(params, predicate)
     flat_grads = {path_str(p): g for p, g in jax.tree_util.tree_flatten_with_path(grads)[0]}
@@ -174,7 +174,8 @@ def lora_pro_gradients(adapters, grads, *, scale: float, ridge: float = 1e-6):
         if not _is_pair(pair):
             return grad
         f32 = jnp.promote_types(pair.a.dtype, jnp.float32)
-        ga, gb = _pro_adjust(*(t.astype(f32) for t in (pair.a, pair.b, grad.a, grad.b)), scale, ridge)
+        a, b, g_a, g_b = (t.astype(f32) for t in (pair.a, pair.b, grad.a, grad.b))
+        ga, gb = _pro_adjust(a, b, g_a, g_b, scale, ridge)
         return LoraPair(a=ga.astype(grad.a.dtype), b=gb.astype(grad.b.dtype))
 
     return jax.tree_util.tree_map(adjust, adapters, grads, is_leaf=_is_pair)
@@ -214,7 +215,7 @@ def scale_by_lora_pro(*, scale: float, ridge: float = 1e-6) -> optax.GradientTra
 class LoraProAdamState(NamedTuple):
     """State of :func:`lora_pro_adam`: step count and full-size Adam moments of each equivalent gradient."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count as optax's states do
     mu: dict
     nu: dict
 
@@ -273,8 +274,8 @@ def lora_pro_adam(
             return LoraPair(a=(-lr * da).astype(grad.a.dtype), b=(-lr * db).astype(grad.b.dtype)), mu, nu
 
         triples = jax.tree_util.tree_map(one, params, updates, state.mu, state.nu, is_leaf=_is_pair)
-        is_triple = lambda x: isinstance(x, tuple) and not _is_pair(x) and len(x) == 3  # noqa: E731
-        pick = lambda i: jax.tree_util.tree_map(lambda t: t[i], triples, is_leaf=is_triple)  # noqa: E731
+        is_triple = lambda x: isinstance(x, tuple) and not _is_pair(x) and len(x) == 3
+        pick = lambda i: jax.tree_util.tree_map(lambda t: t[i], triples, is_leaf=is_triple)
         return pick(0), LoraProAdamState(count=count, mu=pick(1), nu=pick(2))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

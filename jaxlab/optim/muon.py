@@ -41,7 +41,7 @@ from jaxlab.optim.labels import ADAM, MUON, check_labels, muon_labels
 from jaxlab.optim.orthogonalize import orthogonalize_matrices
 from jaxlab.optim.spectral_decay import spectral_decay
 
-__all__ = ["MuonState", "scale_by_muon", "muon", "shape_scale"]
+__all__ = ["MuonState", "muon", "scale_by_muon", "shape_scale"]
 
 _DEFAULT_STEPS = 5
 _SHAPE_SCALINGS = ("keller", "moonlight", "none")
@@ -52,7 +52,7 @@ class MuonState(NamedTuple):
     """State of :func:`scale_by_muon`: the momentum (EMA of gradients) and the step count."""
 
     mu: optax.Updates
-    count: jax.Array  # int32 scalar, number of updates so far (for bias_correction)
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count as optax's states do; int32 scalar, number of updates so far (for bias_correction)
 
 
 def shape_scale(fan_in: int, fan_out: int, shape_scaling: str, update_rms=0.2):
@@ -322,9 +322,7 @@ def muon(
     if any(v is not None for v in optax_names.values()):
         defaults = {k: p.default for k, p in inspect.signature(muon).parameters.items() if k in given}
         resolved = resolve_optax_names(fn, given, defaults, optax_names)
-        steps, coeffs, normalize, normalize_eps, adam_eps, shape_scaling, update_rms, dimension_numbers = (
-            resolved[k] for k in given
-        )
+        steps, coeffs, normalize, normalize_eps, adam_eps, shape_scaling, update_rms, dimension_numbers = (resolved[k] for k in given)
     check_scalar(learning_rate, "learning_rate", fn, schedule=True)
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate
@@ -355,9 +353,5 @@ def muon(
     if spectral_decay_rate is not None:
         muon_chain.append(spectral_decay(spectral_decay_rate))
     muon_chain.append(optax.scale_by_learning_rate(learning_rate))
-    adam = optax.adamw(
-        adam_learning_rate, b1=adam_b1, b2=adam_b2, eps=adam_eps, weight_decay=adam_weight_decay, mu_dtype=mu_dtype
-    )
-    return optax.with_extra_args_support(
-        optax.partition({MUON: optax.chain(*muon_chain), ADAM: adam}, _labels_fn(labels, dimension_numbers))
-    )
+    adam = optax.adamw(adam_learning_rate, b1=adam_b1, b2=adam_b2, eps=adam_eps, weight_decay=adam_weight_decay, mu_dtype=mu_dtype)
+    return optax.with_extra_args_support(optax.partition({MUON: optax.chain(*muon_chain), ADAM: adam}, _labels_fn(labels, dimension_numbers)))

@@ -50,7 +50,7 @@ def orthogonalize_matrices(mats: Sequence[jax.Array], *, group: bool = True, **m
     Returns:
         The orthogonalized stacks, in order, with the input shapes.
     """
-    results: list[jax.Array | None] = [None] * len(mats)
+    results: dict[int, jax.Array] = {}
     buckets: dict[tuple, list[int]] = {}
     for i, x in enumerate(mats):
         if group and _groupable(x.shape):
@@ -66,4 +66,4 @@ def orthogonalize_matrices(mats: Sequence[jax.Array], *, group: bool = True, **m
             bounds = np.cumsum([wide[i].shape[0] for i in idxs])[:-1]
             for i, part in zip(idxs, jnp.split(out, bounds, axis=0), strict=True):
                 results[i] = jnp.swapaxes(part, -1, -2) if mats[i].shape[-2] > mats[i].shape[-1] else part
-    return results
+    return [results[i] for i in range(len(mats))]

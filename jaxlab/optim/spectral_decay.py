@@ -82,10 +82,7 @@ def spectral_decay(rate, *, power_steps=1, mask=None) -> optax.GradientTransform
 
     def init_fn(params):
         leaves, treedef = jax.tree.flatten(params)
-        vs = [
-            jnp.asarray(_start_vector(x.shape[1], i), jnp.float32) if jnp.ndim(x) == 2 else jnp.zeros((0,), jnp.float32)
-            for i, x in enumerate(leaves)
-        ]
+        vs = [jnp.asarray(_start_vector(x.shape[1], i), jnp.float32) if jnp.ndim(x) == 2 else jnp.zeros((0,), jnp.float32) for i, x in enumerate(leaves)]
         return SpectralDecayState(v=jax.tree.unflatten(treedef, vs))
 
     def update_fn(updates, state, params=None):
@@ -93,7 +90,7 @@ def spectral_decay(rate, *, power_steps=1, mask=None) -> optax.GradientTransform
             raise ValueError(f"{fn}: update needs params (the decay is computed from the weights)")
 
         grads, treedef = jax.tree.flatten(updates)
-        weights, vs = treedef.flatten_up_to(params), treedef.flatten_up_to(state.v)
+        weights, vs = treedef.flatten_up_to(params), treedef.flatten_up_to(state.v)  # type: ignore[attr-defined]  # jaxlib ships no stub for PyTreeDef
         new_grads, new_vs = [], []
         for g, w, v in zip(grads, weights, vs, strict=True):
             if jnp.ndim(w) == 2:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TypedDict
 
 import jax
 
 # Environment variables that mean "this process is one of several".
 _COORDINATOR_VARS = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
 _CLUSTER_SIZE_VARS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES")
+
+
+class _InitializeArguments(TypedDict, total=False):
+    coordinator_address: str
+    num_processes: int
+    process_id: int
 
 
 def is_multiprocess_environment(environ: Mapping[str, str] | None = None) -> bool:
@@ -33,7 +40,7 @@ def _int_var(environ: Mapping[str, str], name: str, *, minimum: int) -> int | No
     return value
 
 
-def initialize_arguments(environ: Mapping[str, str] | None = None) -> dict[str, str | int]:
+def initialize_arguments(environ: Mapping[str, str] | None = None) -> _InitializeArguments:
     """The arguments of ``jax.distributed.initialize`` that a hand launch sets in the environment.
 
     JAX itself reads only ``JAX_COORDINATOR_ADDRESS``; ``JAX_NUM_PROCESSES`` and
@@ -46,7 +53,7 @@ def initialize_arguments(environ: Mapping[str, str] | None = None) -> dict[str, 
         ``[0, JAX_NUM_PROCESSES)``, or only one of the two given.
     """
     environ = os.environ if environ is None else environ
-    arguments: dict[str, str | int] = {}
+    arguments: _InitializeArguments = {}
     address = next((environ[name] for name in _COORDINATOR_VARS if environ.get(name)), None)
     if address is not None:
         arguments["coordinator_address"] = address
@@ -58,7 +65,7 @@ def initialize_arguments(environ: Mapping[str, str] | None = None) -> dict[str, 
     if count is not None and index is not None:
         if index >= count:
             raise ValueError(f"JAX_PROCESS_ID must be in [0, {count}) for JAX_NUM_PROCESSES={count}, got {index}")
-        arguments.update(num_processes=count, process_id=index)
+        arguments.update({"num_processes": count, "process_id": index})
     return arguments
 
 

@@ -71,7 +71,7 @@ def fsdp_spec(shape: Sequence[int], num_shards: int) -> PartitionSpec:
     if not divisible:
         return PartitionSpec()
     _, neg_axis = max(divisible)
-    spec = [None] * len(shape)
+    spec: list[str | None] = [None] * len(shape)
     spec[-neg_axis] = "fsdp"
     return PartitionSpec(*spec)
 

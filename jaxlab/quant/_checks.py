@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 
 
-def check_floating(name: str, x: object, *, min_ndim: int = 1) -> None:
+def check_floating(name: str, x: Any, *, min_ndim: int = 1) -> None:
     """Raises ValueError/TypeError unless ``x`` is a floating array of rank >= ``min_ndim``."""
     if not hasattr(x, "ndim") or not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array, got {type(x).__name__}")
@@ -15,7 +17,7 @@ def check_floating(name: str, x: object, *, min_ndim: int = 1) -> None:
         raise TypeError(f"{name} must be a floating array, got dtype {x.dtype}")
 
 
-def check_codebook(z: object, codebook: object) -> None:
+def check_codebook(z: Any, codebook: Any) -> None:
     """``z`` (..., d) floating and ``codebook`` (K, d) floating with the same d."""
     check_floating("z", z)
     check_floating("codebook", codebook, min_ndim=2)

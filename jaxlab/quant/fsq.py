@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +58,7 @@ def fsq_num_codes(levels: Sequence[int]) -> int:
     return math.prod(_check_levels(levels))
 
 
-def _check_z(z: object, levels: tuple[int, ...]) -> None:
+def _check_z(z: Any, levels: tuple[int, ...]) -> None:
     check_floating("z", z)
     if z.shape[-1] != len(levels):
         raise ValueError(f"z must have last dimension len(levels) = {len(levels)}, got shape {z.shape}")

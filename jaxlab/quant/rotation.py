@@ -56,7 +56,7 @@ def rotation_matrix(z: Array, e: Array) -> Array:
     e_hat, _ = _unit(e)
     r, _ = _unit(z_hat + e_hat)
     eye = jnp.eye(z.shape[-1], dtype=z.dtype)
-    outer = lambda a, b: a[..., :, None] * b[..., None, :]  # noqa: E731
+    outer = lambda a, b: a[..., :, None] * b[..., None, :]
     return eye - 2.0 * outer(r, r) + 2.0 * outer(e_hat, z_hat)
 
 
@@ -85,6 +85,6 @@ def rotation_trick(z: Array, e: Array) -> Array:
     e_hat, e_norm = _unit(e_c)
     r, _ = _unit(z_hat + e_hat)
     scale = e_norm / jnp.maximum(z_norm, EPS)
-    dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)  # noqa: E731
+    dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)
     rotated = z - 2.0 * r * dot(r, z) + 2.0 * e_hat * dot(z_hat, z)
     return scale * rotated

@@ -1,10 +1,10 @@
 """jaxlab.ssm — public names re-exported here."""
 
+from jaxlab.ssm.block import S4Block
 from jaxlab.ssm.conv import causal_conv, fft_length
 from jaxlab.ssm.discretize import discretize, discretize_diag
 from jaxlab.ssm.hippo import hippo
 from jaxlab.ssm.labels import SSM_PARAM_NAMES, ssm_adamw, ssm_multi_transform, ssm_param_labels
-from jaxlab.ssm.block import S4Block
 from jaxlab.ssm.layers import SSM, zero_state
 from jaxlab.ssm.models import SSMAutoregressive, SSMClassifier
 from jaxlab.ssm.naive import ssm_kernel_naive

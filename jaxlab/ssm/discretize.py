@@ -86,9 +86,7 @@ def discretize(A: ArrayLike, B: ArrayLike, dt: ArrayLike, method: str = "bilinea
     return Ab, (Bb[:, 0] if vector else Bb)
 
 
-def discretize_diag(
-    lambda_: ArrayLike, B: ArrayLike, step: ArrayLike, method: str = "zoh"
-) -> tuple[Array, Array]:
+def discretize_diag(lambda_: ArrayLike, B: ArrayLike, step: ArrayLike, method: str = "zoh") -> tuple[Array, Array]:
     """Discretize a diagonal system ``x_n' = λ_n x_n + B_n u`` elementwise.
 
     Args:

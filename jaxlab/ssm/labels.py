@@ -102,12 +102,14 @@ def ssm_adamw(
         Loshchilov, Hutter. "Decoupled Weight Decay Regularization." ICLR 2019;
         Gu, Goel, Ré. S4 (ICLR 2022), Appendix D.2.
     """
+    ssm_lr: float | Callable
     if callable(learning_rate):
         base = learning_rate
 
-        def ssm_lr(step):
+        def scaled_lr(step):
             return ssm_lr_scale * base(step)
 
+        ssm_lr = scaled_lr
     else:
         ssm_lr = ssm_lr_scale * learning_rate
     return ssm_multi_transform(

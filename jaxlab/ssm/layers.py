@@ -30,6 +30,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import flax.linen as nn
 import jax
@@ -144,16 +145,22 @@ class SSM(nn.Module):
             return S4Params(lam, _complex(self.P), _complex(self.B), _complex(self.C), step)
         return S4DParams(lam, _complex(self.B), _complex(self.C), step)
 
+    @property
+    def _s4_l_max(self) -> int:
+        """``l_max``, which setup requires for kind='s4', the only kind that reads it."""
+        return cast(int, self.l_max)
+
     def kernel(self, L: int) -> Array:
         """Convolution kernel ``(H, L)`` (S4: computed at ``l_max`` and truncated)."""
-        if self.kind == "s4":
-            return s4_kernel(self.ssm_params(), self.l_max)[:, :L]
-        return s4d_kernel(self.ssm_params(), L, method=self.discretization)
+        params = self.ssm_params()
+        if isinstance(params, S4Params):
+            return s4_kernel(params, self._s4_l_max)[:, :L]
+        return s4d_kernel(params, L, method=self.discretization)
 
     def _recurrence(self):
-        if self.kind == "s4":
-            return s4_recurrence(self.ssm_params(), self.l_max)
         params = self.ssm_params()
+        if isinstance(params, S4Params):
+            return s4_recurrence(params, self._s4_l_max)
         Ab, Bb = s4d_discretize(params, self.discretization)
         return Ab, Bb, params.c
 
@@ -171,7 +178,7 @@ class SSM(nn.Module):
             raise ValueError(f"u: expected a floating array, received dtype {u.dtype}")
         out_dtype, u = u.dtype, u.astype(jnp.promote_types(u.dtype, jnp.float32))
         L = u.shape[-2]
-        if self.kind == "s4" and L > self.l_max:
+        if self.kind == "s4" and L > self._s4_l_max:
             raise ValueError(f"u: expected length L <= l_max = {self.l_max}, received L = {L}")
         if mode == "assoc" and self.kind == "s4":
             raise ValueError("mode: 'assoc' is only available for kind='s4d', received kind='s4'")

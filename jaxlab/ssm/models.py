@@ -100,9 +100,7 @@ class SSMClassifier(nn.Module):
         if x.ndim != 3:
             raise ValueError(f"x: expected shape (B, L) or (B, L, d_in), received {x.shape}")
         h = nn.Dense(self.d_model, name="encoder")(x)
-        h = _Stack(self.d_model, self.n_layers, **_block_kwargs(self), name="stack")(
-            h, mode=mode, deterministic=deterministic
-        )
+        h = _Stack(self.d_model, self.n_layers, **_block_kwargs(self), name="stack")(h, mode=mode, deterministic=deterministic)
         h = jnp.mean(h, axis=-2) if self.pool == "mean" else h[..., -1, :]
         return nn.Dense(self.num_classes, name="decoder")(h)
 

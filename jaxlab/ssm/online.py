@@ -153,9 +153,7 @@ def _lti_scan(f: Array, Ab: Array, Bb: Array) -> Array:
 
 
 @partial(jax.jit, static_argnames=("measure", "N", "method"))
-def hippo_project(
-    f: ArrayLike, measure: str, N: int, *, dt: float, theta: float = 1.0, method: str = "bilinear"
-) -> Array:
+def hippo_project(f: ArrayLike, measure: str, N: int, *, dt: float, theta: float = 1.0, method: str = "bilinear") -> Array:
     """Run the HiPPO online projection over a sampled signal.
 
     LegS uses its time-varying recurrence ``c' = (1/t)(A c + B f)``; in
@@ -190,8 +188,7 @@ def hippo_project(
     if not jnp.issubdtype(f.dtype, jnp.floating):
         f = f.astype(jnp.float32)
     check_ndim("f", f.shape, 1, "(L,)")
-    A, B = hippo(measure, N)
-    A, B = jnp.asarray(A, f.dtype), jnp.asarray(B, f.dtype)
+    A, B = (jnp.asarray(m, f.dtype) for m in hippo(measure, N))
     if measure == "legs":
         return _legs_scan(f, A, B, method)
     Ab, Bb = discretize(A / theta, B / theta, jnp.asarray(dt, f.dtype), method)

@@ -52,7 +52,7 @@ def diag_step(Ab: ArrayLike, Bb: ArrayLike, C: ArrayLike, x: ArrayLike, u_t: Arr
         Gu et al. S4D (NeurIPS 2022), Section 3.
     """
     u_t = jnp.asarray(u_t)
-    x = Ab * x + Bb * u_t[..., None]
+    x = jnp.add(Ab * x, Bb * u_t[..., None])
     y = 2.0 * jnp.sum((C * x).real, axis=-1)
     return y.astype(u_t.dtype), x
 
@@ -91,9 +91,7 @@ def _scan(step, Ab, Bb, C, u, x0, size):
     return jnp.moveaxis(ys, 0, -2), x
 
 
-def diag_scan(
-    Ab: ArrayLike, Bb: ArrayLike, C: ArrayLike, u: ArrayLike, x0: ArrayLike | None = None
-) -> tuple[Array, Array]:
+def diag_scan(Ab: ArrayLike, Bb: ArrayLike, C: ArrayLike, u: ArrayLike, x0: ArrayLike | None = None) -> tuple[Array, Array]:
     """Run a diagonal SSM over a sequence with ``jax.lax.scan``.
 
     Args:
@@ -110,9 +108,7 @@ def diag_scan(
     return _scan(diag_step, Ab, Bb, C, u, x0, jnp.shape(Ab)[-1])
 
 
-def dense_scan(
-    Ab: ArrayLike, Bb: ArrayLike, C: ArrayLike, u: ArrayLike, x0: ArrayLike | None = None
-) -> tuple[Array, Array]:
+def dense_scan(Ab: ArrayLike, Bb: ArrayLike, C: ArrayLike, u: ArrayLike, x0: ArrayLike | None = None) -> tuple[Array, Array]:
     """Run a dense complex SSM (S4's recurrent view) over a sequence with ``jax.lax.scan``.
 
     Args:
@@ -129,9 +125,7 @@ def dense_scan(
     return _scan(dense_step, Ab, Bb, C, u, x0, jnp.shape(Ab)[-1])
 
 
-def diag_associative_scan(
-    Ab: ArrayLike, Bb: ArrayLike, C: ArrayLike, u: ArrayLike, x0: ArrayLike | None = None
-) -> tuple[Array, Array]:
+def diag_associative_scan(Ab: ArrayLike, Bb: ArrayLike, C: ArrayLike, u: ArrayLike, x0: ArrayLike | None = None) -> tuple[Array, Array]:
     """Diagonal SSM over a sequence with ``jax.lax.associative_scan`` (``O(log L)`` depth).
 
     The pairs ``(a, b)`` of the maps ``x ↦ a x + b`` compose associatively as

@@ -54,9 +54,7 @@ def bandlimited_noise(key: Array, length: int, *, dt: float, freq: float, dtype=
     period = length * dt
     n_freq = int(freq * period + 1e-9)  # frequencies k/period with 1 <= k <= n_freq
     if n_freq < 1 or freq >= 0.5 / dt:
-        raise ValueError(
-            f"freq: expected 1/(length·dt) = {1 / period:.4g} <= freq < Nyquist = {0.5 / dt:.4g}, received {freq}"
-        )
+        raise ValueError(f"freq: expected 1/(length·dt) = {1 / period:.4g} <= freq < Nyquist = {0.5 / dt:.4g}, received {freq}")
     k_re, k_im = jax.random.split(key)
     shape = (length // 2 + 1,)
     coef = jax.random.normal(k_re, shape) + 1j * jax.random.normal(k_im, shape)
@@ -85,9 +83,7 @@ def default_theta(measure: str, T: float) -> float:
 
 
 @partial(jax.jit, static_argnames=("measure", "N", "dt", "theta", "method"))
-def reconstruct_history(
-    f: ArrayLike, measure: str, N: int, *, dt: float, theta: float | None = None, method: str = "bilinear"
-) -> Array:
+def reconstruct_history(f: ArrayLike, measure: str, N: int, *, dt: float, theta: float | None = None, method: str = "bilinear") -> Array:
     """Project ``f`` online and reconstruct its whole history from the final coefficients.
 
     Args:
@@ -116,9 +112,7 @@ def reconstruct_history(
 
 
 @partial(jax.jit, static_argnames=("measure", "N", "dt", "theta", "method"))
-def reconstruction_error(
-    f: ArrayLike, measure: str, N: int, *, dt: float, theta: float | None = None, method: str = "bilinear"
-) -> Array:
+def reconstruction_error(f: ArrayLike, measure: str, N: int, *, dt: float, theta: float | None = None, method: str = "bilinear") -> Array:
     """Relative L2 error ``‖f̂ − f‖ / ‖f‖`` of :func:`reconstruct_history`.
 
     The error is taken over the part of the history the measure is meant to

@@ -1,5 +1,7 @@
-"""jaxlab.tasks — trainer adapters for non-generative tasks (language modelling, ...)."""
+"""jaxlab.tasks — trainer adapters for non-generative tasks (language modelling, classification, regression)."""
 
+from jaxlab.tasks.classification import Classifier, SequenceClassifier
 from jaxlab.tasks.language_model import LanguageModel
+from jaxlab.tasks.regression import WeightedRegression
 
-__all__ = ["LanguageModel"]
+__all__ = ["Classifier", "LanguageModel", "SequenceClassifier", "WeightedRegression"]

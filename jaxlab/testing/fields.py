@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from numpy.typing import ArrayLike
+from jax.typing import ArrayLike
 
 __all__ = [
     "gaussian_flow_velocity",
@@ -48,9 +48,7 @@ __all__ = [
 ]
 
 
-def gaussian_posterior(
-    x_t: ArrayLike, alpha: ArrayLike, sigma: ArrayLike, *, mean: ArrayLike, cov: ArrayLike
-) -> tuple[Array, Array]:
+def gaussian_posterior(x_t: ArrayLike, alpha: ArrayLike, sigma: ArrayLike, *, mean: ArrayLike, cov: ArrayLike) -> tuple[Array, Array]:
     """Posterior means ``(E[x0 | x_t], E[ε | x_t])`` for x_t = α·x0 + σ·ε, x0 ~ N(mean, cov), ε ~ N(0, I).
 
     Args:
@@ -69,7 +67,7 @@ def gaussian_posterior(
     eigenvalues, rotation = _eigen(cov, x_t.shape[-1])
     # (α²Σ + σ²I)⁻¹(x − αμ), diagonal in Σ's eigenbasis
     residual = _apply(1.0 / (alpha**2 * eigenvalues + sigma**2), x_t - alpha * mean, rotation)
-    x0_hat = mean + alpha * _apply(eigenvalues, residual, rotation)
+    x0_hat = alpha * _apply(eigenvalues, residual, rotation) + mean
     return x0_hat, sigma * residual
 
 
@@ -122,7 +120,7 @@ def gaussian_transport_map(z: ArrayLike, *, mean: ArrayLike, cov: ArrayLike) -> 
     """
     z = jnp.asarray(z)
     eigenvalues, rotation = _eigen(cov, z.shape[-1])
-    return mean + _apply(jnp.sqrt(eigenvalues), z, rotation)
+    return _apply(jnp.sqrt(eigenvalues), z, rotation) + mean
 
 
 def gaussian_reflow_velocity(x_t: ArrayLike, t: ArrayLike, *, mean: ArrayLike, cov: ArrayLike) -> Array:

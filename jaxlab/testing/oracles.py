@@ -71,9 +71,7 @@ def masked_softmax(logits: ArrayLike, mask: ArrayLike | None = None) -> np.ndarr
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def attention_from_logits(
-    logits: ArrayLike, v: ArrayLike, *, causal: bool = False, mask: ArrayLike | None = None
-) -> np.ndarray:
+def attention_from_logits(logits: ArrayLike, v: ArrayLike, *, causal: bool = False, mask: ArrayLike | None = None) -> np.ndarray:
     """Softmax-weighted values for precomputed (already scaled) logits.
 
     Use it when the logits are not a plain dot product (relative-position
@@ -157,9 +155,7 @@ def rope(x: ArrayLike, positions: ArrayLike, frequencies: ArrayLike) -> np.ndarr
     x = np.asarray(x, np.float64)
     half = x.shape[-1] // 2
     if x.shape[-1] % 2 or np.shape(frequencies) != (half,):
-        raise ValueError(
-            f"`x` needs an even last axis and `frequencies` shape (d/2,); got {x.shape}, {np.shape(frequencies)}"
-        )
+        raise ValueError(f"`x` needs an even last axis and `frequencies` shape (d/2,); got {x.shape}, {np.shape(frequencies)}")
     angle = np.asarray(positions, np.float64)[..., None] * np.asarray(frequencies, np.float64)
     z = (x[..., :half] + 1j * x[..., half:]) * np.exp(1j * angle)
     return np.concatenate([z.real, z.imag], axis=-1)
@@ -229,7 +225,7 @@ def mla_attention(
     x = np.asarray(x, np.float64)
     b, t, _ = x.shape
     h, c, n = num_heads, kv_lora_rank, qk_nope_dim
-    per_head = lambda m: m.reshape(m.shape[0], h, -1)  # (rows, h·e) -> (rows, h, e)  # noqa: E731
+    per_head = lambda m: m.reshape(m.shape[0], h, -1)  # (rows, h·e) -> (rows, h, e)
     if "w_q" in w:
         q = np.einsum("btf,fhe->bthe", x, per_head(w["w_q"]))  # (b, t, h, n + r)
     else:

@@ -89,7 +89,7 @@ def arrays(
     if backend not in ("jax", "numpy"):
         raise ValueError(f"backend must be 'jax' or 'numpy'; got {backend!r}")
     elements, draw_dtype = _elements(dtype, min_value, max_value, allow_nan, allow_infinity)
-    if backend == "jax" and dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+    if backend == "jax" and dtype.itemsize == 8 and not jax.config.read("jax_enable_x64"):
         raise ValueError(f"{dtype} arrays need jax_enable_x64 with backend='jax' (use backend='numpy')")
     shapes = shape if isinstance(shape, st.SearchStrategy) else st.just(_check_shape(shape))
     convert = (lambda a: jnp.asarray(a.astype(dtype))) if backend == "jax" else (lambda a: a.astype(dtype))
@@ -128,9 +128,7 @@ def pytrees(
         low = None if min_value is None or not integral else math.ceil(min_value)
         high = None if max_value is None or not integral else math.floor(max_value)
         bounds = (low, high) if integral else (min_value, max_value)
-        strategies.append(
-            arrays(tuple(leaf.shape), leaf.dtype, min_value=bounds[0], max_value=bounds[1], backend=backend)
-        )
+        strategies.append(arrays(tuple(leaf.shape), leaf.dtype, min_value=bounds[0], max_value=bounds[1], backend=backend))
     return st.tuples(*strategies).map(lambda drawn: jax.tree.unflatten(treedef, list(drawn)))
 
 
@@ -146,9 +144,7 @@ def _check_shape(shape: Sequence[int]) -> Shape:
     return tuple(int(n) for n in shape)
 
 
-def _elements(
-    dtype: np.dtype, low: float | None, high: float | None, allow_nan: bool, allow_infinity: bool
-) -> tuple[st.SearchStrategy[Any], np.dtype]:
+def _elements(dtype: np.dtype, low: float | None, high: float | None, allow_nan: bool, allow_infinity: bool) -> tuple[st.SearchStrategy[Any], np.dtype]:
     """The element strategy and the dtype hypothesis draws in (float32 for bfloat16)."""
     if dtype == np.bool_:
         return st.booleans(), dtype
@@ -174,7 +170,7 @@ def _elements(
         allow_nan=allow_nan,
         allow_infinity=allow_infinity,
         allow_subnormal=False,
-        width=width,
+        width=width,  # type: ignore[arg-type]  # an int; hypothesis rejects widths other than 16/32/64 on draw (float8)
     )
     return floats, draw_dtype
 

@@ -20,7 +20,8 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-from numpy.typing import ArrayLike, DTypeLike
+from jax.typing import DTypeLike
+from numpy.typing import ArrayLike
 
 SAFETY = 4.0
 
@@ -44,9 +45,7 @@ def rounding_tolerance(dtype: DTypeLike, terms: int, *, safety: float = SAFETY) 
     return safety * float(_finfo(dtype).eps) * math.sqrt(terms)
 
 
-def assert_close_up_to_rounding(
-    actual: ArrayLike, desired: ArrayLike, *, terms: int, dtype: DTypeLike | None = None, safety: float = SAFETY
-) -> None:
+def assert_close_up_to_rounding(actual: ArrayLike, desired: ArrayLike, *, terms: int, dtype: DTypeLike | None = None, safety: float = SAFETY) -> None:
     """Asserts ``max|actual − desired| ≤ rounding_tolerance(dtype, terms)·max|desired|``.
 
     Args:

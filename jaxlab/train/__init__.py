@@ -1,11 +1,12 @@
 """jaxlab.train — train state, generic loop, EMA, checkpoints, run files, experiments."""
 
-from jaxlab.train.checkpoint import CheckpointError, Checkpointer, UnreadableCheckpointError
+from jaxlab.train.checkpoint import Checkpointer, CheckpointError, UnreadableCheckpointError
 from jaxlab.train.config import TrainConfig, check_divisible, check_fields
 from jaxlab.train.experiment import (
     RESUMABLE_FIELDS,
     Experiment,
     WorkdirError,
+    flat_fields,
     has_progress,
     import_experiment_file,
     prepare_workdir,
@@ -18,6 +19,7 @@ from jaxlab.train.loop import (
     NonFiniteLossError,
     TrainingInterrupted,
     init_state,
+    restore_params,
     restore_state,
     train,
     train_step,
@@ -47,14 +49,16 @@ __all__ = [
     "describe_ema",
     "ema_decay_at",
     "ema_update",
+    "flat_fields",
     "has_progress",
     "import_experiment_file",
-    "is_writer",
     "init_state",
+    "is_writer",
     "named_key",
     "plot_metrics",
     "prepare_workdir",
     "read_run_config",
+    "restore_params",
     "restore_state",
     "run_experiment",
     "train",

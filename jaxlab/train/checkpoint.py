@@ -36,6 +36,7 @@ import orbax.checkpoint as ocp
 
 from jaxlab.train.state import TrainState
 from jaxlab.train.unraisable import ignore_unraisable
+
 log = logging.getLogger("jaxlab.train")
 
 FORMAT = 2  # the named layout; manifests without "format" are the flat layout (1)
@@ -60,10 +61,7 @@ def _storable(state: TrainState) -> TrainState:
 
 def _manifest(tree: Any) -> list[dict[str, Any]]:
     leaves = jax.tree_util.tree_leaves_with_path(tree)
-    return [
-        {"path": jax.tree_util.keystr(path), "shape": list(np.shape(leaf)), "dtype": str(leaf.dtype)}
-        for path, leaf in leaves
-    ]
+    return [{"path": jax.tree_util.keystr(path), "shape": list(np.shape(leaf)), "dtype": str(leaf.dtype)} for path, leaf in leaves]
 
 
 def _flat(tree: Any) -> dict[str, Any]:
@@ -184,7 +182,7 @@ class Checkpointer:
                 found = self._manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
             found = found["manifest"]
             leaves, layout = found["leaves"], found.get("format", 1)
-        except Exception as error:  # noqa: BLE001 - any failure to read means a damaged step directory
+        except Exception as error:
             raise UnreadableCheckpointError(step, f"manifest: {short_reason(error)}") from error
         _check_manifest(leaves, expected, where=f"{self.directory} step {step}")
         targets = _named(expected_tree) if layout >= FORMAT else _flat(expected_tree)
@@ -192,7 +190,7 @@ class Checkpointer:
             with _quiet_absl():
                 restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(targets)))
             restored = restored["state"]
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             _silence_late_read_callbacks()
             raise UnreadableCheckpointError(step, short_reason(error)) from error
         if layout >= FORMAT:
@@ -226,6 +224,54 @@ class Checkpointer:
             "the files may be damaged or not written by jaxlab. Train into a new --workdir."
         )
 
+    def restore_field(self, field: str, step: int, sharding: jax.sharding.Sharding) -> Any:
+        """One field of a stored state (``"ema_params"``, ``"params"``) alone, as nested dicts, placed by ``sharding``.
+
+        Reads what the manifest lists under ``field``, so no configuration,
+        optimizer or batch is needed to rebuild the rest of the state.
+
+        Raises:
+          UnreadableCheckpointError: a damaged step, or one without ``field``.
+        """
+        try:
+            with _quiet_absl():
+                found = self._manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
+            leaves, layout = found["manifest"]["leaves"], found["manifest"].get("format", 1)
+        except Exception as error:
+            raise UnreadableCheckpointError(step, f"manifest: {short_reason(error)}") from error
+        prefix = f".{field}"
+        wanted = [(i, leaf) for i, leaf in enumerate(leaves) if leaf["path"].startswith((prefix + "[", prefix + "."))]
+        if not wanted:
+            raise UnreadableCheckpointError(step, f"it holds no {field!r}")
+
+        def abstract(leaf: dict[str, Any]) -> jax.ShapeDtypeStruct:
+            return jax.ShapeDtypeStruct(tuple(leaf["shape"]), np.dtype(leaf["dtype"]), sharding=sharding)
+
+        if layout >= FORMAT:
+            target: dict[str, Any] = {}
+            for _, leaf in wanted:
+                _set_nested(target, [field, *_path_keys(leaf["path"][len(prefix) :])], abstract(leaf))
+        else:
+            target = {f"{i:05d}": abstract(leaf) for i, leaf in wanted}
+        reader = ocp.CheckpointManager(self.directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+        restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
+        try:
+            with _quiet_absl():
+                restored = reader.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)))[
+                    "state"
+                ]
+        except Exception as error:
+            _silence_late_read_callbacks()
+            raise UnreadableCheckpointError(step, short_reason(error)) from error
+        finally:
+            reader.close()
+        if layout >= FORMAT:
+            return restored[field]
+        flat: dict[str, Any] = {}
+        for i, leaf in wanted:
+            _set_nested(flat, _path_keys(leaf["path"][len(prefix) :]), restored[f"{i:05d}"])
+        return flat
+
     def set_aside(self, step: int) -> Path:
         """Renames step ``step``'s directory to ``<step>.unreadable`` (kept, out of orbax's way); process 0 only."""
         source = self.directory / str(step)
@@ -248,6 +294,23 @@ class Checkpointer:
         self._manager.close()
 
 
+_PATH_KEY = re.compile(r"\['((?:[^'\\]|\\.)*)'\]|\[(\d+)\]|\.(\w+)")
+
+
+def _path_keys(path: str) -> list[str]:
+    """``"['params']['Dense_0'][0]"`` (a ``jax.tree_util.keystr``) -> ``["params", "Dense_0", "0"]``, as state dicts key them."""
+    keys = [next(group for group in match.groups() if group is not None) for match in _PATH_KEY.finditer(path)]
+    if "".join(match.group(0) for match in _PATH_KEY.finditer(path)) != path:
+        raise ValueError(f"cannot read the leaf path {path!r}")
+    return keys
+
+
+def _set_nested(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[keys[-1]] = value
+
+
 def _storable_abstract(abstract_state: TrainState) -> TrainState:
     key_data = jax.eval_shape(jax.random.key_data, abstract_state.key)
     sharding = getattr(abstract_state.key, "sharding", None)
@@ -262,8 +325,7 @@ def _check_manifest(found: list[dict], expected: list[dict], *, where: str) -> N
     missing = sorted(set(expected_by_path) - set(found_by_path))
     extra = sorted(set(found_by_path) - set(expected_by_path))
     changed = [
-        f"{path}: checkpoint {found_by_path[path]['shape']} {found_by_path[path]['dtype']}, "
-        f"expected {leaf['shape']} {leaf['dtype']}"
+        f"{path}: checkpoint {found_by_path[path]['shape']} {found_by_path[path]['dtype']}, expected {leaf['shape']} {leaf['dtype']}"
         for path, leaf in expected_by_path.items()
         if path in found_by_path and found_by_path[path] != leaf
     ]

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import typing
 from collections.abc import Collection
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeGuard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,7 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -91,7 +91,7 @@ def check_fields(config: Any, *, nonnegative: Collection[str] = ()) -> None:
         elif hint is float:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-            if (name.endswith("learning_rate") or name.endswith("_lr")) and not value > 0:
+            if (name.endswith(("learning_rate", "_lr"))) and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         elif typing.get_origin(hint) is tuple and isinstance(value, tuple):
             entry = typing.get_args(hint)[0] if typing.get_args(hint) else None
@@ -99,6 +99,7 @@ def check_fields(config: Any, *, nonnegative: Collection[str] = ()) -> None:
                 raise ValueError(f"{name} must hold only ints >= {minimum}, got {value!r}")
             if entry is float and any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
                 raise ValueError(f"{name} must hold only finite numbers, got {value!r}")
+
 
 def check_divisible(config: Any, fields: Collection[str], num_devices: int) -> None:
     """Checks that each named field of ``config`` (that it has) divides evenly over the devices.
@@ -111,6 +112,4 @@ def check_divisible(config: Any, fields: Collection[str], num_devices: int) -> N
         if _is_int(value) and value % num_devices:
             lower, upper = value - value % num_devices, value - value % num_devices + num_devices
             suggestion = f"e.g. {lower} or {upper}" if lower else f"e.g. {upper}"
-            raise ValueError(
-                f"{name} must be divisible by the number of devices ({num_devices}), got {value} ({suggestion})"
-            )
+            raise ValueError(f"{name} must be divisible by the number of devices ({num_devices}), got {value} ({suggestion})")

@@ -56,15 +56,17 @@ class Experiment:
 def import_experiment_file(path: str | Path) -> types.ModuleType:
     """Imports the experiment file ``path`` once, as module ``jaxlab_experiments.<stem>``.
 
-    Experiment files are loaded by path, not as a package; an experiment that
-    builds on another (``upsample-digits`` on ``digits_generation.py``) loads
-    its sibling through this too, so both see the same module and classes.
-    A file that fails to import leaves nothing registered.
+    The CLI loads experiment files by path, so a user's own folder
+    (``JAXLAB_EXPERIMENTS``) needs no package layout. Code shared by several
+    experiments lives in importable modules (:mod:`jaxlab.recipes`), never in
+    a sibling file. A file that fails to import leaves nothing registered.
     """
     path = Path(path)
     name = f"jaxlab_experiments.{path.stem}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"{path} is not a Python file that can be imported")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
@@ -83,21 +85,53 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def config_from_dict(default: Any, values: dict[str, Any]) -> Any:
-    """Rebuilds a config from ``config.json`` values, converting lists back to tuples.
+def _nest_legacy_fields(default: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``{group}_{field}`` keys of older ``config.json`` files (``sid_alpha``) moved into their group."""
+    top_level = {f.name for f in dataclasses.fields(default)}
+    groups = {name for name in top_level if dataclasses.is_dataclass(getattr(default, name))}
+    values = {key: dict(value) if key in groups and isinstance(value, dict) else value for key, value in values.items()}
+    for key in [key for key in values if key not in top_level]:
+        group, _, field = key.partition("_")
+        if group in groups and field in {f.name for f in dataclasses.fields(getattr(default, group))}:
+            values.setdefault(group, {})[field] = values.pop(key)
+    return values
 
-    Fields that ``config.json`` lacks (added to the experiment since) take their defaults.
+
+def config_from_dict(default: Any, values: dict[str, Any]) -> Any:
+    """Rebuilds a config from ``config.json`` values, converting lists back to tuples and dicts to nested configs.
+
+    Fields that ``config.json`` lacks (added to the experiment since) take their
+    defaults; flat keys of a field group from before it was nested
+    (``sid_alpha`` for ``sid.alpha``) are read into the group.
     """
+    values = _nest_legacy_fields(default, values)
     hints = typing.get_type_hints(type(default))
     fields = {f.name for f in dataclasses.fields(default)}
     unknown = sorted(set(values) - fields)
     if unknown:
         raise WorkdirError(f"config.json has fields {unknown} that {type(default).__name__} does not know")
-    converted = {
-        name: tuple(value) if isinstance(value, list) and "tuple" in str(hints.get(name, "")) else value
-        for name, value in values.items()
-    }
-    return dataclasses.replace(default, **converted)
+
+    def convert(name: str, value: Any) -> Any:
+        current = getattr(default, name)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            return config_from_dict(current, value)
+        if isinstance(value, list) and "tuple" in str(hints.get(name, "")):
+            return tuple(value)
+        return value
+
+    return dataclasses.replace(default, **{name: convert(name, value) for name, value in values.items()})
+
+
+def flat_fields(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"steps": 1000, ..., "sid.alpha": 1.2, ...}``: every field, nested groups by dotted name (as ``--set`` takes them)."""
+    flat: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            flat.update(flat_fields(value, f"{prefix}{field.name}."))
+        else:
+            flat[f"{prefix}{field.name}"] = value
+    return flat
 
 
 def read_run_config(experiment: Experiment, workdir: str | Path) -> Any:
@@ -188,15 +222,11 @@ def prepare_workdir(experiment: Experiment, config: Any, workdir: str | Path) ->
     workdir = Path(workdir)
     if (workdir / "config.json").exists():
         saved = read_run_config(experiment, workdir)
-        differing = [
-            f"{f.name} (saved {getattr(saved, f.name)!r}, now {getattr(config, f.name)!r})"
-            for f in dataclasses.fields(config)
-            if f.name not in RESUMABLE_FIELDS and getattr(config, f.name) != getattr(saved, f.name)
-        ]
+        now, before = flat_fields(config), flat_fields(saved)
+        differing = [f"{name} (saved {before[name]!r}, now {value!r})" for name, value in now.items() if name not in RESUMABLE_FIELDS and value != before[name]]
         if differing and has_progress(workdir):
             raise WorkdirError(
-                f"{workdir} was trained with a different configuration: {', '.join(differing)}. "
-                "Resume with the saved values or use a new --workdir."
+                f"{workdir} was trained with a different configuration: {', '.join(differing)}. Resume with the saved values or use a new --workdir."
             )
     elif has_progress(workdir):
         raise WorkdirError(f"{workdir} has checkpoints or results but no config.json: not a jaxlab run directory")

@@ -52,12 +52,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def _replace_atomically(path: Path, text: str) -> None:
     """Writes ``text`` to a temporary file beside ``path``, syncs it to disk, and renames it over ``path``."""
-    with atomic_path(path) as tmp:
-        # os.open with 0o666 applies the umask (tempfile.mkstemp would force 0600).
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+    # os.open with 0o666 applies the umask (tempfile.mkstemp would force 0600).
+    with atomic_path(path) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

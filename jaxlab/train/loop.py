@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 from tqdm.auto import tqdm
 
 from jaxlab import parallel
-from jaxlab.train.checkpoint import Checkpointer
+from jaxlab.train.checkpoint import Checkpointer, CheckpointError, UnreadableCheckpointError
 from jaxlab.train.config import TrainConfig
 from jaxlab.train.files import MetricsLog, is_writer, write_json_atomic
 from jaxlab.train.plots import plot_metrics
@@ -95,6 +95,7 @@ def train_step(
         params, opt_state, metrics = method.train_step(state.params, state.opt_state, batch, key=key, ctx=ctx)
         new_state = state.replace(params=params, opt_state=opt_state)
     else:
+
         def loss_fn(params):
             return method.loss(params, batch, key=key, ctx=ctx)
 
@@ -104,9 +105,7 @@ def train_step(
         new_state = state.replace(params=params, opt_state=opt_state)
         metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
     decay = ema_decay_at(state.step, ema_decay, warmup=ema_warmup)
-    new_state = new_state.replace(
-        ema_params=ema_update(state.ema_params, new_state.params, decay), step=state.step + 1
-    )
+    new_state = new_state.replace(ema_params=ema_update(state.ema_params, new_state.params, decay), step=state.step + 1)
     return new_state, metrics
 
 
@@ -135,9 +134,7 @@ def abstract_train_state(
     """Shapes and shardings of the state ``config`` builds, without computing it."""
     abstract = jax.eval_shape(lambda: init_state(method, optimizer, batch, config.seed))
     shardings = parallel.state_shardings(abstract, mesh, config.strategy)
-    with_shardings = jax.tree.map(
-        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract, shardings
-    )
+    with_shardings = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract, shardings)
     return with_shardings, shardings
 
 
@@ -164,6 +161,44 @@ def restore_state(
         checkpointer.close()
     log.info("loaded checkpoint step %d from %s", int(state.step), checkpointer.directory)
     return state
+
+
+def restore_params(workdir: str | Path, *, ema: bool = True, sharding: jax.sharding.Sharding | None = None) -> Any:
+    """The parameters of a run directory's newest readable checkpoint, read alone (for sampling and evaluation).
+
+    Needs no method, optimizer, batch or configuration, unlike
+    :func:`restore_state`: only what the checkpoint lists under ``ema_params``
+    (or ``params`` with ``ema=False``) is read, as nested dicts (flax's
+    parameter form), replicated on every device unless ``sharding`` places
+    it otherwise. Unreadable newer checkpoints are skipped with a warning and
+    left as they are.
+
+    Raises:
+      CheckpointError: ``workdir`` has no checkpoint, or none is readable.
+    """
+    field = "ema_params" if ema else "params"
+    directory = Path(workdir) / "checkpoints"
+    if not directory.is_dir():
+        raise CheckpointError(f"no checkpoint found in {directory.absolute()}")
+    if sharding is None:
+        sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ("devices",)), jax.sharding.PartitionSpec())
+    checkpointer = Checkpointer(directory)
+    try:
+        skipped: list[UnreadableCheckpointError] = []
+        for step in reversed(checkpointer.all_steps()):
+            try:
+                params = checkpointer.restore_field(field, step, sharding)
+            except UnreadableCheckpointError as error:
+                skipped.append(error)
+                continue
+            for newer in skipped:
+                log.warning("%s; falling back to step %d, the newest readable checkpoint, which is intact (nothing was changed)", newer, step)
+            log.info("loaded checkpoint step %d from %s (%s only)", step, checkpointer.directory, field)
+            return params
+    finally:
+        checkpointer.close()
+    reasons = "; ".join(f"step {e.step}: {e.reason}" for e in skipped) or "none"
+    raise CheckpointError(f"no readable checkpoint in {checkpointer.directory} (unreadable: {reasons}). Nothing was changed.")
 
 
 def _restore_newest(checkpointer: Checkpointer, abstract: TrainState, *, set_aside: bool) -> TrainState:
@@ -249,9 +284,7 @@ def train(
     ema = (config.ema_decay, getattr(config, "ema_warmup", True))
     step_fn = _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract))
     try:
-        state = _run_steps(
-            state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, metrics_log, progress, evaluate
-        )
+        state = _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, metrics_log, progress, evaluate)
     finally:
         checkpointer.close()
         if is_writer() and metrics_log.path.exists():
@@ -326,6 +359,6 @@ def _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, c
             bar.update(1)
             if must_save:
                 checkpointer.save(state)
-            if stop.requested:
+            if stop.signum is not None:
                 raise TrainingInterrupted(stop.signum, step)
     return state

@@ -25,7 +25,7 @@ def default_names(records: list[dict[str, Any]]) -> tuple[str, ...]:
         for name, value in record.items():
             if name not in _NOT_CURVES and isinstance(value, (int, float)) and not isinstance(value, bool):
                 seen.setdefault(name)
-    order = [n for n in ("loss", "grad_norm") if n in seen]
+    order: list[str] = [n for n in ("loss", "grad_norm") if n in seen]
     order += [n for n in seen if n.startswith("eval_")]
     order += [n for n in seen if n not in order and not _same_as_loss(records, n)]
     return tuple(order[:MAX_PANELS])
@@ -64,7 +64,7 @@ def plot_metrics(records: list[dict[str, Any]], path: str | Path, *, names: tupl
     rows = -(-len(names) // columns)
     fig = Figure(figsize=(4.5 * columns, 3.2 * rows))
     axes = fig.subplots(rows, columns, squeeze=False)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, names):
         points = [(r["step"], r[name]) for r in records if isinstance(r.get(name), (int, float)) and "step" in r]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Self
 
 from jaxlab.train.unraisable import ignore_unraisable
 
 # A Ctrl-C that arrived before the loop started, kept in case its KeyboardInterrupt was lost:
 # CPython ignores exceptions raised inside GC callbacks, and JAX runs one.
 _early_interrupt: int | None = None
+
+# What signal.signal installs and returns.
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 def _interrupt_and_remember(signum: int, frame: FrameType | None) -> None:
@@ -52,7 +56,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, _Handler] = {}
 
     @property
     def requested(self) -> bool:
@@ -71,7 +75,7 @@ class StopRequest:
         else:
             signal.raise_signal(signum)
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> Self:
         global _early_interrupt
         if threading.current_thread() is threading.main_thread():
             for signum in self._SIGNALS:

@@ -9,7 +9,7 @@ Both are registered pytrees (``flax.struct.dataclass``), so they pass through
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.struct
 import jax
@@ -40,8 +40,12 @@ class TrainState:
     step: jax.Array
     key: jax.Array
 
+    if TYPE_CHECKING:  # flax.struct.dataclass adds it at runtime
+
+        def replace(self, **updates: Any) -> TrainState: ...
+
     @classmethod
-    def create(cls, params: Params, opt_state: Any, *, key: jax.Array) -> "TrainState":
+    def create(cls, params: Params, opt_state: Any, *, key: jax.Array) -> TrainState:
         """A state at step 0 whose EMA starts at the initial parameters."""
         return cls(
             params=params,
@@ -62,11 +66,11 @@ def ema_decay_at(step: jax.Array | int, decay: float, *, warmup: bool = True) ->
     step 8990. A function of the step only, so a resumed run repeats an
     uninterrupted one exactly.
     """
-    decay = jnp.asarray(decay, jnp.float32)
+    decay_f32 = jnp.asarray(decay, jnp.float32)
     if not warmup:
-        return decay
+        return decay_f32
     step = jnp.asarray(step, jnp.float32)
-    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jnp.minimum(decay_f32, (1.0 + step) / (10.0 + step))
 
 
 def ema_update(ema: Params, params: Params, decay: float | jax.Array) -> Params:

@@ -51,9 +51,7 @@ def test_split_is_deterministic_in_seed():
     assert not np.array_equal(a["test_labels"], c["test_labels"])
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"test_fraction": 0.0}, {"test_fraction": 1.0}, {"test_fraction": -0.1}, {"seed": -1}]
-)
+@pytest.mark.parametrize("kwargs", [{"test_fraction": 0.0}, {"test_fraction": 1.0}, {"test_fraction": -0.1}, {"seed": -1}])
 def test_split_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError, match=f"`{next(iter(kwargs))}`"):
         digits_split(**kwargs)

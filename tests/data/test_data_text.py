@@ -1,8 +1,9 @@
 """Tests for jaxlab.data.text: the corpus, the split, the window sampler."""
 
+from pydoc_data.topics import topics
+
 import numpy as np
 import pytest
-from pydoc_data.topics import topics
 
 from jaxlab.data import VOCAB_SIZE, load_text_corpus, random_windows, text_split
 

@@ -1,5 +1,6 @@
 """Fourier basis density: non-negativity, normalization, CDF and bins against quadrature, the fit."""
 
+import itertools
 import warnings
 
 import jax
@@ -24,6 +25,7 @@ from jaxlab.density import (
     periodic_cdf,
     smoothness_penalty,
 )
+
 
 def random_params(seed: int, num_terms: int = 5, log_scale: float = 0.3, offset: float = -0.4) -> FourierParams:
     a = np.random.default_rng(seed).normal(size=(2, num_terms + 1)).astype(np.float32)
@@ -93,7 +95,7 @@ def test_bin_probabilities_sum_to_one_and_match_quadrature(periodic):
     assert (probs >= 0).all()
     assert probs.sum() == pytest.approx(1.0, abs=1e-5)
     f = density_fn(params, periodic)
-    expected = [quad(f, a, b) for a, b in zip(edges[:-1], edges[1:])]
+    expected = [quad(f, a, b) for a, b in itertools.pairwise(edges)]
     np.testing.assert_allclose(probs, expected, atol=1e-4)
 
 
@@ -115,7 +117,7 @@ def test_uniform_initialization_is_the_logistic_distribution_with_the_requested_
 def test_maximum_likelihood_fit_approaches_the_true_entropy_and_samples_follow_the_cdf():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(-2.0, 0.3, 1500), rng.normal(1.5, 0.5, 1500)]).astype(np.float32)
-    mixture = lambda v: 0.5 * scipy.stats.norm.pdf(v, -2.0, 0.3) + 0.5 * scipy.stats.norm.pdf(v, 1.5, 0.5)  # noqa: E731
+    mixture = lambda v: 0.5 * scipy.stats.norm.pdf(v, -2.0, 0.3) + 0.5 * scipy.stats.norm.pdf(v, 1.5, 0.5)
     held_out = np.concatenate([rng.normal(-2.0, 0.3, 2000), rng.normal(1.5, 0.5, 2000)]).astype(np.float32)
     params, losses = fit_fourier_density(jnp.asarray(x), num_terms=9, key=jax.random.key(0), steps=300, learning_rate=3e-2)
     assert losses[-1] < losses[0]
@@ -123,7 +125,7 @@ def test_maximum_likelihood_fit_approaches_the_true_entropy_and_samples_follow_t
     true_nll = -float(np.mean(np.log(mixture(held_out))))
     assert true_nll - 0.02 < model_nll < true_nll + 0.05
     samples = np.asarray(fourier_sample(params, key=jax.random.key(1), num=2000))
-    cdf = lambda v: np.asarray(fourier_cdf(params, jnp.asarray(v, jnp.float32)))  # noqa: E731
+    cdf = lambda v: np.asarray(fourier_cdf(params, jnp.asarray(v, jnp.float32)))
     assert scipy.stats.kstest(samples, cdf).pvalue > 1e-3
 
 

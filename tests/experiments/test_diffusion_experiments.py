@@ -7,7 +7,6 @@ import pytest
 
 from tests.cli_helpers import overrides, results_of, run_cli
 
-
 TOY = dict(batch_size=64, width=16, depth=1, eval_samples=64, nll_samples=16, nll_steps=2, log_every=2)
 
 
@@ -34,6 +33,7 @@ def test_reflow_toy2d_trains_twice_and_reports_the_targets(tmp_path):
     assert results["energy_1step_before"] == results["energy_euler_1_before"]
     assert (workdir / "rectified_1" / "checkpoints").is_dir() and (workdir / "rectified_2" / "checkpoints").is_dir()
     assert (workdir / "reflow_table.md").is_file() and (workdir / "samples.png").is_file()
+    assert run_cli("sample", "reflow-toy2d", "--workdir", str(workdir), "--num", "8") == 0
 
 
 @pytest.fixture

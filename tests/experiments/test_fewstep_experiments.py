@@ -6,9 +6,8 @@ import pytest
 
 from tests.cli_helpers import overrides, results_of, run_cli
 
-
 TOY = dict(steps=3, batch_size=32, width=16, depth=1, eval_samples=32, log_every=1, checkpoint_every=3, warmup_steps=0,
-           shortcut_max_steps=4, step_counts="1 4")  # fmt: skip
+           **{"shortcut.max_steps": 4}, step_counts="1 4")  # fmt: skip
 
 
 def check_toy(workdir, methods, multistep=True):
@@ -70,7 +69,7 @@ def shared_cache(tmp_path_factory, monkeypatch):
 def test_fewstep_digits_all_methods(tmp_path, shared_cache):
     workdir = tmp_path / "fewstep-digits"
     tiny = dict(steps=2, batch_size=16, channels="8", eval_samples=20, log_every=1, checkpoint_every=2, warmup_steps=0,
-                shortcut_max_steps=4, step_counts="1 2")  # fmt: skip
+                **{"shortcut.max_steps": 4}, step_counts="1 2")  # fmt: skip
     assert run_cli("train", "fewstep-digits", "--workdir", str(workdir), *overrides(**tiny)) == 0
     results = results_of(workdir)
     for name in ("flow", "ct", "ict", "cd", "shortcut", "sid", "ign"):

@@ -19,6 +19,7 @@ def test_tarflow_toy2d_reports_a_finite_held_out_nll_and_samples(tmp_path):
     assert abs(results["density_grid_mass"] - 1.0) < 0.05  # the exact density is normalized
     for name in ("samples.png", "samples.npy", "metrics.jsonl", "loss.png"):
         assert (workdir / name).is_file(), name
+    assert run_cli("sample", "tarflow-toy2d", "--workdir", str(workdir), "--num", "8") == 0
 
 
 def test_tarflow_digits_reports_bits_per_dim_and_bayes_accuracy(tmp_path):
@@ -30,6 +31,7 @@ def test_tarflow_digits_reports_bits_per_dim_and_bayes_accuracy(tmp_path):
     assert 0.0 < results["bits_per_dim"] < 12.0 and 0.0 <= results["bayes_accuracy"] <= 1.0
     assert results["bits_per_dim_uniform"] == math.log2(17) and results["sequence_length"] == 16
     assert (workdir / "samples.png").is_file()
+    assert run_cli("sample", "tarflow-digits", "--workdir", str(workdir), "--num", "4") == 0
 
 
 def test_fourier_density_1d_reports_every_mixture_for_both_models(tmp_path):

@@ -36,7 +36,7 @@ from jaxlab.generative.consistency_distillation import (
     velocity_denoiser,
 )
 from jaxlab.nn import TimeMLP
-from jaxlab.train.state import Context, TrainState
+from jaxlab.train.state import Context
 
 MU = jnp.array([0.7, -1.3])  # a point-mass data set: every ODE trajectory is a straight line into MU
 

@@ -78,9 +78,7 @@ def test_more_codes_and_more_atoms_compress_better():
 def test_random_indices_sample_like_ddpm():
     """With many codes and random indices the codebook sampler matches Gaussian DDPM's moments."""
     num = 2000
-    samples = ddcm_generate(
-        gaussian_denoiser, PARAMS, num, key=jax.random.key(0), index_key=jax.random.key(1), num_codes=512, data_shape=(D,), **COMMON
-    )
+    samples = ddcm_generate(gaussian_denoiser, PARAMS, num, key=jax.random.key(0), index_key=jax.random.key(1), num_codes=512, data_shape=(D,), **COMMON)
     x_start = SCHEDULE(TIMES[0]).sigma * jax.random.normal(jax.random.key(2), (num, D))
     reference = sample_ddpm(gaussian_denoiser, PARAMS, x_start, key=jax.random.key(3), **COMMON)
     np.testing.assert_allclose(jnp.mean(samples, 0), jnp.mean(reference, 0), atol=0.06)

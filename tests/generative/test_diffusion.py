@@ -145,8 +145,8 @@ def test_hutchinson_estimator_is_unbiased_and_exact_for_diagonal_jacobians():
     """Rademacher z gives zᵀDz = tr D exactly for diagonal D; for a full matrix the probe mean converges."""
     matrix = jnp.asarray(np.random.default_rng(2).normal(size=(4, 4)), jnp.float32)
     x = jnp.ones((2, 4))
-    full = lambda y: y @ matrix.T  # noqa: E731
-    diagonal = lambda y: y * jnp.arange(1.0, 5.0)  # noqa: E731
+    full = lambda y: y @ matrix.T
+    diagonal = lambda y: y * jnp.arange(1.0, 5.0)
 
     @jax.jit
     def traces():
@@ -179,7 +179,7 @@ def test_bits_per_dim_of_a_uniform_density_is_log2_of_the_levels():
 def test_weightings_agree_across_parameterizations():
     """Same key, same (t, ε): the ε-space weighting makes the loss independent of what is predicted."""
     x0 = jnp.asarray(np.random.default_rng(8).normal(size=(32, 3)), jnp.float32)
-    crude = lambda params, x, t: 0.5 * x + 0.1 * t[:, None]  # noqa: E731  some eps-predictor
+    crude = lambda params, x, t: 0.5 * x + 0.1 * t[:, None]
     key = rbg_key(9)
 
     def as_kind(kind):
@@ -211,7 +211,7 @@ def test_linear_path_velocity_loss_is_flow_matching():
     from jaxlab.train import named_key
 
     x0 = jnp.asarray(np.random.default_rng(10).normal(size=(64, 2)), jnp.float32)
-    net = lambda params, x, t: x * params + t[:, None]  # noqa: E731
+    net = lambda params, x, t: x * params + t[:, None]
     key = rbg_key(11)
 
     @jax.jit
@@ -227,15 +227,13 @@ def test_linear_path_velocity_loss_is_flow_matching():
 
 def test_the_exact_denoiser_minimises_the_loss():
     oracle = gaussian_oracle(S.cosine, "eps")
-    scaled = lambda scale: lambda p, x, t: scale * oracle(p, x, t)  # noqa: E731
-    losses = jax.jit(
-        lambda x0: [diffusion_loss(scaled(s), None, x0, key=rbg_key(13), schedule=S.cosine)[0] for s in (1.0, 0.9, 1.1)]
-    )(gaussian_data(12, 4096))
+    scaled = lambda scale: lambda p, x, t: scale * oracle(p, x, t)
+    losses = jax.jit(lambda x0: [diffusion_loss(scaled(s), None, x0, key=rbg_key(13), schedule=S.cosine)[0] for s in (1.0, 0.9, 1.1)])(gaussian_data(12, 4096))
     assert losses[0] < losses[1] and losses[0] < losses[2], losses
 
 
 def test_classifier_free_guidance_combines_conditional_and_unconditional():
-    net = lambda params, x, t, labels: x + labels[:, None].astype(x.dtype)  # noqa: E731  null label 10
+    net = lambda params, x, t, labels: x + labels[:, None].astype(x.dtype)
     guided = classifier_free_guidance(net, scale=3.0, null_label=10)
     x, t, labels = jnp.zeros((2, 1)), jnp.zeros(2), jnp.array([2, 5])
     np.testing.assert_allclose(guided(None, x, t, labels), (10 + 3 * (labels - 10))[:, None])

@@ -49,7 +49,7 @@ def test_euler_on_the_exact_field_recovers_the_data_point_in_any_number_of_steps
 def test_heun_on_the_gaussian_marginal_velocity_reaches_the_transport_map():
     """The exact field of Gaussian data bends the paths; a fine second-order solve lands on μ + Σ^{1/2}z."""
     z = jax.random.normal(jax.random.key(2), (8, 2))
-    field = lambda p, x, t: testing.gaussian_flow_velocity(x, t, mean=MEAN, cov=COV)  # noqa: E731
+    field = lambda p, x, t: testing.gaussian_flow_velocity(x, t, mean=MEAN, cov=COV)
     x0 = jax.jit(lambda z: sample_ode(field, None, z, steps=32, solver="heun"))(z)
     np.testing.assert_allclose(x0, testing.gaussian_transport_map(z, mean=MEAN, cov=COV), atol=1e-3)
 
@@ -58,7 +58,7 @@ def test_heun_on_the_gaussian_marginal_velocity_reaches_the_transport_map():
 def test_euler_and_heun_match_their_closed_forms_on_a_linear_field(steps, rate):
     """dx/dt = r·x from t=1 to 0: Euler gives (1 − rh)^n x1, Heun (1 − rh + (rh)²/2)^n x1."""
     x1 = jnp.array([[1.5, -0.5]])
-    field = lambda p, x, t: rate * x  # noqa: E731
+    field = lambda p, x, t: rate * x
     h = 1.0 / steps
     euler = sample_ode(field, None, x1, steps=steps, solver="euler")
     heun = sample_ode(field, None, x1, steps=steps, solver="heun")

@@ -75,7 +75,7 @@ def test_weighted_loss_uses_gaussian_noise_from_the_key_and_compiles_once():
     x = np.random.default_rng(2).normal(size=(32, 2)).astype(np.float32)
     params = {"w": jnp.float32(0.4), "c": jnp.float32(0.2)}
     key = jax.random.key(5)
-    loss, terms = ign_loss(linear, params, x, key=key, rec_weight=1.0, idem_weight=2.0, tight_weight=3.0)
+    loss, _terms = ign_loss(linear, params, x, key=key, rec_weight=1.0, idem_weight=2.0, tight_weight=3.0)
     z = jax.random.normal(key, x.shape)
     by_hand = ign_loss_terms(linear, params, x, z)
     np.testing.assert_allclose(loss, by_hand["rec"] + 2 * by_hand["idem"] + 3 * by_hand["tight"], rtol=1e-6)

@@ -145,7 +145,7 @@ def test_velocity_is_the_time_derivative_of_the_path():
     """u = α'·x0 + σ'·ε is d/dt (α_t x0 + σ_t ε), checked by finite differences."""
     x0, eps = jnp.array([[1.0, -2.0]]), jnp.array([[0.3, 0.7]])
     t, h = jnp.array([0.37]), 1e-3
-    path = lambda u: S.cosine(u)[0][:, None] * x0 + S.cosine(u)[1][:, None] * eps  # noqa: E731
+    path = lambda u: S.cosine(u)[0][:, None] * x0 + S.cosine(u)[1][:, None] * eps
     finite = (path(t + h) - path(t - h)) / (2 * h)
     np.testing.assert_allclose(S.from_x0_eps("velocity", x0, eps, S.coefficients(S.cosine, t, 2)), finite, rtol=1e-3)
 

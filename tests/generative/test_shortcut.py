@@ -67,10 +67,7 @@ def test_target_at_small_d_tends_to_the_flow_matching_target():
         return jnp.tanh(x @ w + t[:, None] * jnp.array([1.0, -2.0]) + d[:, None] * jnp.array([3.0, 0.5]))
 
     flow = smooth_network(None, x_t, t, jnp.zeros(8))
-    errors = [
-        float(jnp.max(jnp.abs(shortcut_targets(smooth_network, None, x_t, t, jnp.full((8,), d), max_steps=2**20) - flow)))
-        for d in (1e-2, 1e-3)
-    ]
+    errors = [float(jnp.max(jnp.abs(shortcut_targets(smooth_network, None, x_t, t, jnp.full((8,), d), max_steps=2**20) - flow))) for d in (1e-2, 1e-3)]
     assert errors[1] < 0.2 * errors[0] and errors[1] < 1e-2
 
 
@@ -101,7 +98,7 @@ def test_bootstrap_step_sizes_follow_their_level_distribution(large_step_bias):
     num = 70_000
     two_d = np.asarray(bootstrap_step_sizes(jax.random.key(9), num, max_steps=128, large_step_bias=large_step_bias))
     level = np.round(-np.log2(two_d)).astype(int)
-    np.testing.assert_allclose(two_d, 2.0 ** -level)  # on the power-of-two grid
+    np.testing.assert_allclose(two_d, 2.0**-level)  # on the power-of-two grid
     weights = np.arange(7, 0, -1.0) if large_step_bias else np.ones(7)  # j = 0 is the one-step level 2d = 1
     expected = weights / weights.sum()
     observed = np.bincount(level, minlength=7) / num
@@ -129,7 +126,9 @@ def test_ot_coupling_never_pairs_worse_than_independent_noise():
 
     x0 = jax.random.normal(jax.random.key(7), (64, 2)) * 0.3 + 1.5
     losses = {
-        coupling: float(jax.jit(lambda x, c=coupling: shortcut_loss(zero_network, None, None, x, key=jax.random.key(8), bootstrap_fraction=0.0, coupling=c)[0])(x0))
+        coupling: float(
+            jax.jit(lambda x, c=coupling: shortcut_loss(zero_network, None, None, x, key=jax.random.key(8), bootstrap_fraction=0.0, coupling=c)[0])(x0)
+        )
         for coupling in ("independent", "minibatch_ot")
     }
     assert losses["minibatch_ot"] < losses["independent"]
@@ -144,7 +143,7 @@ def test_adapter_loss_is_finite_and_compiles_once(num_classes, coupling):
     method = Shortcut(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), num_classes=num_classes, guidance_scale=1.5, coupling=coupling)
     batch = {"x": jax.random.normal(jax.random.key(3), (16, 2))}
     if num_classes:
-        batch["labels"] = jnp.arange(16) % num_classes
+        batch["label"] = jnp.arange(16) % num_classes
     params = method.init(jax.random.key(4), batch)
     testing.clear_trace_counter()
 
@@ -172,7 +171,7 @@ def test_bad_inputs_raise_value_errors():
         Shortcut(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), bootstrap_fraction=1.0)
     with pytest.raises(ValueError, match="coupling"):
         Shortcut(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), coupling="sinkhorn")
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match=r"needs batch\['label'\]"):
         Shortcut(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), num_classes=2).init(jax.random.key(0), {"x": jnp.zeros((2, 2))})
     with pytest.raises(ValueError, match="null_label"):
         sample_shortcut(net.apply, None, jnp.zeros((2, 2)), steps=1, labels=jnp.zeros(2, int), guidance_scale=2.0)

@@ -122,7 +122,7 @@ def test_generate_at_time_one_is_the_teacher_mean_and_x0_conversion_inverts_the_
 
 
 def test_fake_score_loss_is_flow_matching_and_does_not_reach_the_generator():
-    teacher, fake, x_g, _, _ = gaussian_case(seed=2)
+    _teacher, _fake, x_g, _, _ = gaussian_case(seed=2)
     net = TimeMLP(width=8, depth=1)
     params = net.init(jax.random.key(0), x_g, jnp.zeros(x_g.shape[:1]))
     grad_x = jax.grad(lambda x: sid_fake_score_loss(net.apply, params, x, key=jax.random.key(3))[0])(jnp.asarray(x_g))

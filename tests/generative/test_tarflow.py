@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-import jaxlab.generative.tarflow_sampling as tarflow_sampling
 from jaxlab.generative import (
     TarFlow,
     block_forward,
@@ -22,6 +21,7 @@ from jaxlab.generative import (
     tarflow_forward,
     tarflow_inverse,
     tarflow_log_prob,
+    tarflow_sampling,
     unpatchify,
 )
 from jaxlab.nn import CausalTransformer

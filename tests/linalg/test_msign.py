@@ -20,7 +20,6 @@ from jaxlab.linalg import (
 from jaxlab.linalg.polar_coeffs import POLAR_EXPRESS_PAPER_COEFFS
 from jaxlab.linalg.polar_design import compose_band
 
-
 # one compilation per shape and configuration (eager mode would compile every primitive)
 jm = jax.jit(msign, static_argnames=("steps", "coeffs", "dtype", "normalization", "method", "power_steps", "eps"))
 
@@ -45,16 +44,14 @@ def projected_singular_values(x, y):
     return s, np.einsum("...ji,...jk,...ik->...i", u, y, vt)
 
 
-@pytest.mark.parametrize(
-    ("shape", "steps"), [((24, 40), 3), ((24, 40), 5), ((40, 24), 5), ((32, 32), 5), ((3, 16, 28), 5)]
-)
+@pytest.mark.parametrize(("shape", "steps"), [((24, 40), 3), ((24, 40), 5), ((40, 24), 5), ((32, 32), 5), ((3, 16, 28), 5)])
 def test_polar_express_band(shape, steps):
     """Tall, wide, square and batched: every sigma in [1e-3, 1] sigma_1 lands in the table's band."""
     k = min(shape[-2:])
     x = with_spectrum(shape, np.geomspace(1.0, 1e-3, k) * 7.0)
     y = jm(x, steps=steps)
     chex.assert_shape(y, shape)
-    s, d = projected_singular_values(x, y)
+    _s, d = projected_singular_values(x, y)
     lo, hi = POLAR_EXPRESS_BANDS[steps - 1]
     assert d.min() >= lo - 1e-3 and d.max() <= hi + 1e-3
     # y = U f(S) V^T: no leakage between singular directions
@@ -199,9 +196,7 @@ def test_frobenius_eps_matches_scalar_oracle_and_may_be_traced():
     s, d = projected_singular_values(x, jm(x, steps=4, coeffs="keller", normalization="frobenius", eps=fro))
     np.testing.assert_allclose(d, compose_band([KELLER_COEFFS] * 4, s / (np.linalg.norm(s) + fro)), atol=1e-4)
     traced = jax.jit(lambda x, eps: msign(x, steps=4, coeffs="keller", normalization="frobenius", eps=eps))
-    np.testing.assert_allclose(
-        traced(x, jnp.float32(fro)), jm(x, steps=4, coeffs="keller", normalization="frobenius", eps=fro), atol=1e-6
-    )
+    np.testing.assert_allclose(traced(x, jnp.float32(fro)), jm(x, steps=4, coeffs="keller", normalization="frobenius", eps=fro), atol=1e-6)
     # power normalization ignores eps; a zero matrix still maps to zeros
     np.testing.assert_array_equal(jm(x, eps=fro), jm(x))
     assert np.all(jm(jnp.zeros((4, 6)), normalization="frobenius", eps=1e-7) == 0)
@@ -209,7 +204,7 @@ def test_frobenius_eps_matches_scalar_oracle_and_may_be_traced():
 
 def test_power_normalization_beats_frobenius():
     x = X_WIDE_SPECTRUM
-    err = lambda y: np.abs(projected_singular_values(x, y)[1] - 1).max()  # noqa: E731
+    err = lambda y: np.abs(projected_singular_values(x, y)[1] - 1).max()
     y_power, y_frob = jm(x, steps=4, coeffs="keller"), jm(x, steps=4, coeffs="keller", normalization="frobenius")
     assert err(y_power) < 0.35 < err(y_frob)
 

@@ -1,10 +1,11 @@
 """The stored coefficient tables: jaxlab's re-derived with the NumPy minimax design, the paper's as printed."""
 
+import itertools
+
 import numpy as np
 import pytest
 
-from jaxlab.linalg import KELLER_COEFFS, POLAR_EXPRESS_BANDS, POLAR_EXPRESS_COEFFS, POLAR_EXPRESS_LOWER
-from jaxlab.linalg import coefficient_table
+from jaxlab.linalg import KELLER_COEFFS, POLAR_EXPRESS_BANDS, POLAR_EXPRESS_COEFFS, POLAR_EXPRESS_LOWER, coefficient_table
 from jaxlab.linalg.polar_coeffs import (
     POLAR_EXPRESS_FIRST_MARGIN,
     POLAR_EXPRESS_JAXLAB_COEFFS,
@@ -18,9 +19,7 @@ from jaxlab.linalg.polar_design import compose_band, design_polar_express, minim
 
 
 def test_table_is_reproduced_by_the_design():
-    table, bands = design_polar_express(
-        POLAR_EXPRESS_LOWER, 10, first_margin=POLAR_EXPRESS_FIRST_MARGIN, margin=POLAR_EXPRESS_MARGIN
-    )
+    table, bands = design_polar_express(POLAR_EXPRESS_LOWER, 10, first_margin=POLAR_EXPRESS_FIRST_MARGIN, margin=POLAR_EXPRESS_MARGIN)
     np.testing.assert_allclose(table, np.array(POLAR_EXPRESS_COEFFS), rtol=1e-7)
     stored = np.array(POLAR_EXPRESS_BANDS)
     assert np.all(stored[:, 0] <= bands[:, 0]) and np.all(bands[:, 1] <= stored[:, 1])
@@ -34,7 +33,7 @@ def test_composed_polynomial_band_tightens_each_step():
         lo, hi = POLAR_EXPRESS_BANDS[k - 1]
         assert lo <= image.min() and image.max() <= hi
         widths.append(image.max() - image.min())
-    assert all(b < a for a, b in zip(widths, widths[1:]))
+    assert all(b < a for a, b in itertools.pairwise(widths))
     assert widths[4] < 0.3 and widths[5] < 5e-3  # 5 steps: |sigma - 1| < 0.15
 
 
@@ -91,7 +90,7 @@ UNIT_GRID = np.unique(np.concatenate([np.geomspace(1e-3, 1.0, 100_001), np.linsp
 
 def test_default_table_is_closer_to_one_at_five_to_seven_steps_and_tolerates_overshoot():
     """The reasons the jaxlab table is the default, checked in float64 on [1e-3, 1]."""
-    err = lambda table, k, x=UNIT_GRID: np.abs(compose_band(_steps(table, k), x) - 1).max()  # noqa: E731
+    err = lambda table, k, x=UNIT_GRID: np.abs(compose_band(_steps(table, k), x) - 1).max()
     for k in (5, 6, 7):
         assert err(POLAR_EXPRESS_JAXLAB_COEFFS, k) < err(POLAR_EXPRESS_PAPER_COEFFS, k)
     # the paper's table converges past its end (its last row is exact at 1), jaxlab's plateaus
@@ -100,10 +99,7 @@ def test_default_table_is_closer_to_one_at_five_to_seven_steps_and_tolerates_ove
     # its band, the paper's table (safe up to 1.01) blows up
     over = np.array([1.01, 1.05])
     lo, hi = POLAR_EXPRESS_BANDS[4]
-    assert np.all(
-        (lo <= compose_band(POLAR_EXPRESS_JAXLAB_COEFFS[:5], over))
-        & (compose_band(POLAR_EXPRESS_JAXLAB_COEFFS[:5], over) <= hi)
-    )
+    assert np.all((lo <= compose_band(POLAR_EXPRESS_JAXLAB_COEFFS[:5], over)) & (compose_band(POLAR_EXPRESS_JAXLAB_COEFFS[:5], over) <= hi))
     with np.errstate(over="ignore", invalid="ignore"):
         paper = compose_band(POLAR_EXPRESS_PAPER_COEFFS[:5], over)
     assert paper[0] < 1.1 and not paper[1] < 1e6

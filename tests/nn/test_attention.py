@@ -38,7 +38,7 @@ def dense_oracle(params, x, config, frequencies, *, relative=None, query_scale=1
     p = jax.tree.map(np.asarray, params["params"])
     x = np.asarray(x, np.float64)
     group, d = config.num_heads // config.kv_heads, config.head_dim
-    per_head = lambda w: w.reshape(w.shape[0], -1, d)  # (D, heads·d) -> (D, heads, d)  # noqa: E731
+    per_head = lambda w: w.reshape(w.shape[0], -1, d)  # (D, heads·d) -> (D, heads, d)
     q = np.einsum("btf,fhd->bthd", x, per_head(p["query"]["kernel"]))
     k = np.repeat(np.einsum("btf,fhd->bthd", x, per_head(p["key"]["kernel"])), group, axis=2)  # repeated kv heads
     v = np.einsum("btf,fhd->bthd", x, per_head(p["value"]["kernel"]))  # (b, t, kv, d)
@@ -87,7 +87,7 @@ def test_gqa_with_as_many_kv_heads_as_heads_is_mha_and_gqa_is_mha_with_repeated_
 @pytest.mark.parametrize("causal", [True, False])
 def test_the_layer_is_causal_exactly_when_configured(causal):
     layer, params = make(AttentionConfig(HEADS, DIM, 2, causal=causal))
-    forward = lambda x: layer.apply(params, x)[0]  # noqa: E731
+    forward = lambda x: layer.apply(params, x)[0]
     if causal:
         assert_causal(forward, X, positions=4)
     else:
@@ -222,7 +222,7 @@ def test_language_model_logits_are_causal_in_the_tokens():
     model = DecoderLM(config)
     tokens = np.random.default_rng(3).integers(0, 256, (2, 6))
     params = random_params(model, tokens)
-    new_tokens = lambda rng, later: (later + rng.integers(1, 256, later.shape)) % 256  # noqa: E731  every token changes
+    new_tokens = lambda rng, later: (later + rng.integers(1, 256, later.shape)) % 256
     assert_causal(lambda tokens: model.apply(params, tokens)[0], tokens, perturb=new_tokens, positions=3, atol=1e-5)
 
 

@@ -77,7 +77,7 @@ def test_causal_transformer_decoding_past_its_cache_raises():
     net = CausalTransformer(out_features=2, max_len=4, width=8, depth=1, num_heads=2)
     params = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 4, 2)))
     params = jax.tree.map(lambda s: jnp.full(s.shape, 0.1, s.dtype), params)
-    step = lambda p, c, i: net.apply(p, jnp.zeros((1, 1, 2)), cache=c, position=i)  # noqa: E731
+    step = lambda p, c, i: net.apply(p, jnp.zeros((1, 1, 2)), cache=c, position=i)
     _, cache = jax.jit(lambda p: net.apply(p, jnp.zeros((1, 4, 2)), return_cache=True))(params)
     with pytest.raises(ValueError, match=r"length 5, more than its max_len = 4"):
         step(params, cache, 4)  # eager: the position is concrete

@@ -65,7 +65,7 @@ def test_relative_position_property(m, n, shift):
 @given(a=st.tuples(st.integers(0, 60), st.integers(0, 60)), shift=st.tuples(st.integers(-30, 30), st.integers(-30, 30)))
 def test_axial_2d_depends_only_on_coordinate_differences(a, shift):
     b = (7, 11)
-    angles = lambda p: axial_rope_angles(jnp.asarray(p, jnp.float32), D)  # noqa: E731
+    angles = lambda p: axial_rope_angles(jnp.asarray(p, jnp.float32), D)
     base = jnp.dot(apply_rope(Q, angles(a)), apply_rope(K, angles(b)))
     moved = jnp.dot(apply_rope(Q, angles(np.add(a, shift))), apply_rope(K, angles(np.add(b, shift))))
     np.testing.assert_allclose(base, moved, atol=1e-4)

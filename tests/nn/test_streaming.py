@@ -37,7 +37,7 @@ def test_streaming_equals_dense(t, s, heads, kv, block, causal, scale):
 def test_streaming_self_attention_is_causal_exactly_when_asked(causal):
     """Later tokens perturbed inside the same key block and in later blocks: no leak into earlier outputs."""
     x = normal(1, 11, 2, 4)
-    attention = lambda x: streaming_attention(x, x, x, block_size=4, causal=causal)  # noqa: E731
+    attention = lambda x: streaming_attention(x, x, x, block_size=4, causal=causal)
     if causal:
         assert_causal(attention, x, rtol=0, atol=0)
     else:
@@ -94,7 +94,7 @@ def test_linear_attention_recurrent_equals_parallel_and_chunks_carry_the_state()
     whole = jnp.concatenate([first, second], axis=1)
     np.testing.assert_allclose(whole, linear_attention_parallel(q, k, v), atol=1e-5)
     # oracle: y_t = φ(q_t)ᵀ Σ_{s≤t} φ(k_s) v_sᵀ / φ(q_t)ᵀ Σ_{s≤t} φ(k_s), and the state is those sums
-    phi = lambda x: np.where(x > 0, x + 1, np.exp(x))  # noqa: E731
+    phi = lambda x: np.where(x > 0, x + 1, np.exp(x))
     fq, fk = phi(np.asarray(q[0, 7, 1], np.float64)), phi(np.asarray(k[0, :8, 1], np.float64))
     expected = (fq @ fk.T @ np.asarray(v[0, :8, 1])) / (fq @ fk.sum(0))
     np.testing.assert_allclose(whole[0, 7, 1], expected, rtol=1e-4)

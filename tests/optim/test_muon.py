@@ -1,4 +1,4 @@
-"""scale_by_muon / muon: oracle updates, dimension numbers, sharding, inject_hyperparams, bad input."""
+"""scale_by_muon / muon: oracle updates, dimension numbers, weight decay, options under inject_hyperparams, bad input (the shared contract: test_common.py)."""
 
 import chex
 import jax
@@ -6,8 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 import jaxlab.optim as jo
 from jaxlab.linalg import msign_svd
@@ -61,7 +59,7 @@ def test_conv_kernel_equals_its_matrix_view():
 def test_stacked_layers_per_slice_and_grouping():
     stack = normal(4, (3, 5, 9))  # (layer, fan_in, fan_out) from a scanned block
     tree = {"layers": stack, "a": normal(5, (5, 9)), "b": normal(6, (9, 5))}
-    dims = lambda t: {"layers": jo.DimensionNumbers(1, 2), "a": None, "b": None}  # noqa: E731
+    dims = lambda t: {"layers": jo.DimensionNumbers(1, 2), "a": None, "b": None}
     (u,), _ = run(jo.scale_by_muon(dimension_numbers=dims), tree)  # one batched msign over 5 matrices
     (separate,), _ = run(jo.scale_by_muon(dimension_numbers=dims, group_shapes=False), tree)
     chex.assert_trees_all_close(u, separate, atol=1e-4)
@@ -78,42 +76,23 @@ def _tree():
     }
 
 
-def test_eight_devices_equal_one():
-    assert jax.device_count() == 8
-    mesh = jax.make_mesh((8,), ("data",))
+def test_decoupled_weight_decay_reaches_only_the_muon_leaves():
+    """A zero gradient leaves -lr * wd * W on the Muon leaves and nothing on the AdamW ones."""
     params = _tree()
-    grads = jax.tree.map(lambda x: 0.1 * x + 0.01, params)
     tx = jo.muon(0.1, weight_decay=0.01)
-    state = tx.init(params)
-    update = jax.jit(tx.update)
-    ref, _ = update(grads, state, params)
-    spec = lambda x: P("data") if x.ndim and x.shape[0] % 8 == 0 else P()  # noqa: E731
-    shard = lambda x: jax.device_put(x, NamedSharding(mesh, spec(x)))  # noqa: E731
-    sp, sg, ss = jax.tree.map(shard, params), jax.tree.map(shard, grads), jax.tree.map(shard, state)
-    out, new_state = update(sg, ss, sp)
-    assert len(out["Dense_0"]["kernel"].sharding.device_set) == 8
-    chex.assert_trees_all_close(out, ref, atol=2e-5)
-    chex.assert_trees_all_close(new_state, update(grads, state, params)[1], atol=2e-5)
-    # decoupled weight decay: a zero gradient leaves -lr * wd * W on the Muon leaves only
-    out, _ = update(jax.tree.map(jnp.zeros_like, grads), state, params)
+    out, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     np.testing.assert_allclose(out["Dense_0"]["kernel"], -0.1 * 0.01 * params["Dense_0"]["kernel"], atol=1e-7)
     np.testing.assert_allclose(out["Embed_0"]["embedding"], 0.0, atol=1e-7)  # AdamW branch, no decay
 
 
-def test_inject_hyperparams_and_no_retrace():
+def test_a_repeated_gradient_keeps_its_direction_and_the_step_follows_the_learning_rate():
+    """The same gradient twice with the rate halved halves the step (msign is scale invariant); the first is -lr s UVᵀ."""
     params = _tree()
-    tx = optax.inject_hyperparams(jo.muon)(learning_rate=0.1, weight_decay=0.0)
-    state = tx.init(params)
-
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def step(grads, state):
-        return tx.update(grads, state, params)
-
-    u1, state1 = step(params, state)
-    state1.hyperparams["learning_rate"] = jnp.asarray(0.05, jnp.float32)
-    u2, _ = step(params, state1)
-    kernel = lambda u: u["Dense_0"]["kernel"]  # noqa: E731
+    tx = jo.muon(lambda count: jnp.where(count == 0, 0.1, 0.05))
+    update, state = jax.jit(tx.update), tx.init(params)
+    u1, state = update(params, state, params)
+    u2, _ = update(params, state, params)
+    kernel = lambda u: u["Dense_0"]["kernel"]
     # same gradient twice: the momentum direction is unchanged, so the step halves
     np.testing.assert_allclose(kernel(u2), 0.5 * kernel(u1), atol=1e-5)
     exact = -0.1 * np.sqrt(40 / 16) * msign_svd(params["Dense_0"]["kernel"])
@@ -123,7 +102,7 @@ def test_inject_hyperparams_and_no_retrace():
 def test_muon_solves_a_least_squares_problem_with_a_schedule():
     a, b = normal(11, (32, 8)), normal(12, (32, 6))
     params = {"w": jnp.zeros((8, 6))}
-    loss = lambda p: jnp.mean((a @ p["w"] - b) ** 2)  # noqa: E731
+    loss = lambda p: jnp.mean((a @ p["w"] - b) ** 2)
     best = loss({"w": jnp.linalg.lstsq(a, b)[0]})
     tx = jo.muon(optax.linear_schedule(0.1, 0.0, 100))
     state = tx.init(params)
@@ -169,9 +148,7 @@ def test_bad_leaves_name_their_path():
     bad_dims = {"Conv_0": {"kernel": jo.DimensionNumbers((0, 1), 4)}}
     with pytest.raises(ValueError, match="Conv_0/kernel"):
         jo.muon(0.1, dimension_numbers=bad_dims).init(params)
-    force = lambda p: jax.tree_util.tree_map_with_path(  # noqa: E731
-        lambda path, x: "muon" if "bias" in jax.tree_util.keystr(path) or x.ndim == 2 else "adam", p
-    )
+    force = lambda p: jax.tree_util.tree_map_with_path(lambda path, x: "muon" if "bias" in jax.tree_util.keystr(path) or x.ndim == 2 else "adam", p)
     with pytest.raises(ValueError, match="Dense_0/bias"):
         jo.muon(0.1, labels=force).init(params)
     with pytest.raises(ValueError, match="label of leaf 'Conv_0/kernel'"):
@@ -196,9 +173,7 @@ def gpt2_tree(d, vocab, layers=2, dtype=jnp.float32):
     shapes = {"wte": {"embedding": (vocab, d)}, **{f"h_{i}": block for i in range(layers)}, "ln_f": ln}
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda s: isinstance(s, tuple))
     keys = jax.random.split(jax.random.key(0), len(leaves))
-    return jax.tree.unflatten(
-        treedef, [(0.02 * normal_f32(k, s)).astype(dtype) for k, s in zip(keys, leaves, strict=True)]
-    )
+    return jax.tree.unflatten(treedef, [(0.02 * normal_f32(k, s)).astype(dtype) for k, s in zip(keys, leaves, strict=True)])
 
 
 def normal_f32(key, shape):
@@ -228,9 +203,7 @@ def rel_err(a, b):
 OPTAX_RECIPE = dict(coeffs="keller", normalize="frobenius", normalize_eps=1e-8, bias_correction=True, nesterov=True)
 
 
-@pytest.mark.parametrize(
-    ("d", "vocab"), [(128, 256), pytest.param(768, 1024, marks=pytest.mark.slow)], ids=["gpt2-shaped-128", "gpt2-768"]
-)
+@pytest.mark.parametrize(("d", "vocab"), [(128, 256), pytest.param(768, 1024, marks=pytest.mark.slow)], ids=["gpt2-shaped-128", "gpt2-768"])
 def test_keller_frobenius_recipe_reproduces_optax_contrib_muon(d, vocab):
     """Same gradients, lr, momentum, no weight decay, 3 steps: the 2-D leaves get optax's updates.
 
@@ -245,12 +218,7 @@ def test_keller_frobenius_recipe_reproduces_optax_contrib_muon(d, vocab):
         params = gpt2_tree(d, vocab, dtype=dtype)
         leaves, treedef = jax.tree.flatten(params)
         keys = jax.random.split(jax.random.key(1), (steps, len(leaves)))
-        grads = [
-            jax.tree.unflatten(
-                treedef, [((1.0 + t) * normal_f32(k, x.shape)).astype(dtype) for x, k in zip(leaves, ks)]
-            )
-            for t, ks in enumerate(keys)
-        ]
+        grads = [jax.tree.unflatten(treedef, [((1.0 + t) * normal_f32(k, x.shape)).astype(dtype) for x, k in zip(leaves, ks)]) for t, ks in enumerate(keys)]
         ours = jo.muon(lr, beta=beta, labels=optax_routing, **recipe)
         ref = optax.contrib.muon(lr, beta=beta, nesterov=True)  # its defaults: Keller's coefficients, 5 steps
         return muon_leaf_updates(ours, params, grads), muon_leaf_updates(ref, params, grads)
@@ -269,12 +237,10 @@ def test_each_optax_option_is_needed():
     params = {"w": 0.1 * normal(30, (16, 40)), "b": jnp.zeros(40)}
     grads = [{"w": normal(31 + t, (16, 40)), "b": normal(41 + t, (40,))} for t in range(2)]
     ref = muon_leaf_updates(optax.contrib.muon(0.02, nesterov=True), params, grads)
-    err = lambda **change: [  # noqa: E731
-        rel_err(u, r) for u, r in zip(muon_leaf_updates(jo.muon(0.02, **(OPTAX_RECIPE | change)), params, grads), ref)
-    ]
+    err = lambda **change: [rel_err(u, r) for u, r in zip(muon_leaf_updates(jo.muon(0.02, **(OPTAX_RECIPE | change)), params, grads), ref)]
     assert max(err()) < 1e-5
     no_bias_correction = err(bias_correction=False)
-    assert no_bias_correction[0] < 1e-5 < 1e-3 < no_bias_correction[1]  # the first direction is g either way
+    assert no_bias_correction[0] < 1e-5 and no_bias_correction[1] > 1e-3  # the first direction is g either way
     assert min(err(normalize="power")) > 0.1
 
 
@@ -313,7 +279,7 @@ def test_normalize_under_inject_hyperparams():
     chex.assert_trees_all_close(u, jax.jit(plain.update)(grads, plain.init(params), params)[0], atol=1e-6)
     state1.hyperparams["normalize_eps"] = jnp.asarray(1e6, jnp.float32)  # dominates |X|_F: a far smaller step
     u2, _ = step(grads, state1)
-    kernel = lambda u: u["Dense_0"]["kernel"]  # noqa: E731
+    kernel = lambda u: u["Dense_0"]["kernel"]
     assert float(jnp.linalg.norm(kernel(u2))) < 0.01 * float(jnp.linalg.norm(kernel(u)))
 
 
@@ -339,7 +305,6 @@ def test_optax_names_give_the_same_updates_as_jaxlab_names():
         0.02, ns_steps=3, ns_coeffs="standard", preconditioning="frobenius", eps=1e-6, consistent_rms=0.3,
         muon_weight_dimension_numbers=optax_dims, adaptive=False, adam_eps_root=0.0,
     )  # fmt: skip
-
 
     def run(tx):  # every leaf's updates over the steps
         update, state, out = jax.jit(tx.update), tx.init(params), []

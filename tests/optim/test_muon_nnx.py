@@ -63,9 +63,7 @@ def test_nnx_optimizer_trains(make):
 ATTENTION_KERNELS = {f"attn/{p}/kernel" for p in ("query", "key", "value", "out")}
 
 
-@pytest.mark.parametrize(
-    ("make", "muon"), [(MLP, {"hidden/kernel"}), (AttentionNet, {"mlp/kernel", *ATTENTION_KERNELS})], ids=["linear", "attention"]
-)
+@pytest.mark.parametrize(("make", "muon"), [(MLP, {"hidden/kernel"}), (AttentionNet, {"mlp/kernel", *ATTENTION_KERNELS})], ids=["linear", "attention"])
 def test_nnx_routing_labels(make, muon):
     state = nnx.state(make(nnx.Rngs(0)), nnx.Param)
     table = {row.path: row for row in jo.describe_routing(state)}  # paths without the Variable's 'value'

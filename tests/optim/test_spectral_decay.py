@@ -1,5 +1,7 @@
 """spectral_decay: direction vs autodiff of 1/2 sigma_1^2 (by SVD), warm-start convergence, chaining."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,8 +44,8 @@ def test_warm_start_converges_over_steps():
     for _ in range(12):
         u, state = update(jax.tree.map(jnp.zeros_like, w), state, w)
         errors.append(float(jnp.abs(u["w"] - target).max()))
-    assert errors[0] > 1e-2 > 1e-5 > errors[-1]
-    assert all(b <= a * 1.01 + 1e-7 for a, b in zip(errors, errors[1:]))
+    assert errors[0] > 1e-2 and errors[-1] < 1e-5
+    assert all(b <= a * 1.01 + 1e-7 for a, b in itertools.pairwise(errors))
 
 
 def test_chains_like_add_decayed_weights():
@@ -58,19 +60,13 @@ def test_chains_like_add_decayed_weights():
     np.testing.assert_allclose(u1["b"], u0["b"])
 
 
-def test_mask_zero_matrix_and_inject_hyperparams():
+def test_mask_and_zero_matrix():
+    """A masked-out matrix gets no decay and a zero matrix adds zero (finite, no division by its norm)."""
     params = {"a": gapped(5, 5, seed=3), "z": jnp.zeros((4, 3))}
     zeros = jax.tree.map(jnp.zeros_like, params)
     masked = jo.spectral_decay(1.0, mask={"a": False, "z": True})
     u, _ = masked.update(zeros, masked.init(params), params)
     assert np.all(u["a"] == 0) and np.all(u["z"] == 0) and np.all(np.isfinite(u["z"]))
-    tx = optax.inject_hyperparams(jo.spectral_decay)(rate=0.5, power_steps=40)
-    state = tx.init(params)
-    u, state = jax.jit(tx.update)(zeros, state, params)
-    np.testing.assert_allclose(u["a"], 0.5 * spectral_grad(params["a"]), atol=1e-5)
-    state.hyperparams["rate"] = jnp.asarray(0.25)
-    u, _ = jax.jit(tx.update)(zeros, state, params)
-    np.testing.assert_allclose(u["a"], 0.25 * spectral_grad(params["a"]), atol=1e-5)
 
 
 def test_bad_input():
@@ -82,19 +78,3 @@ def test_bad_input():
     params = {"w": jnp.ones((2, 2))}
     with pytest.raises(ValueError, match="params"):
         tx.update(params, tx.init(params))
-
-
-def test_eight_devices_equal_one():
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    mesh = jax.make_mesh((8,), ("data",))
-    params = {"w": gapped(16, 40, seed=4), "t": gapped(40, 16, seed=5)}
-    tx = jo.spectral_decay(0.5, power_steps=3)
-    update = jax.jit(tx.update)
-    state = tx.init(params)
-    ref, ref_state = update(params, state, params)
-    shard = lambda x: jax.device_put(x, NamedSharding(mesh, P("data") if x.ndim == 2 else P()))  # noqa: E731
-    sharded = jax.tree.map(shard, params)
-    out, out_state = update(sharded, jax.tree.map(lambda v: jax.device_put(v, NamedSharding(mesh, P())), state), sharded)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), (out, out_state), (ref, ref_state))

@@ -31,9 +31,7 @@ def test_zoh_matches_expm(seed, dt):
     np.testing.assert_allclose(Bb, want_B, rtol=1e-4, atol=1e-5 * dt)
 
 
-@pytest.mark.parametrize(
-    "method,scipy_method", [("bilinear", "bilinear"), ("euler", "euler"), ("backward", "backward_diff"), ("zoh", "zoh")]
-)
+@pytest.mark.parametrize("method,scipy_method", [("bilinear", "bilinear"), ("euler", "euler"), ("backward", "backward_diff"), ("zoh", "zoh")])
 @given(seed=st.integers(0, 2**16), dt=st.floats(1e-3, 0.5))
 def test_matches_cont2discrete(method, scipy_method, seed, dt):
     A, B = _system(seed)
@@ -75,7 +73,7 @@ def test_diag_matches_dense(method):
 @pytest.mark.parametrize("jit", [False, True])
 def test_jit_and_grad(jit):
     A, B = _system(1)
-    fn = lambda dt: discretize(A.astype(np.float32), B.astype(np.float32), dt, "bilinear")[1].sum()  # noqa: E731
+    fn = lambda dt: discretize(A.astype(np.float32), B.astype(np.float32), dt, "bilinear")[1].sum()
     g = (jax.jit(jax.grad(fn)) if jit else jax.grad(fn))(jnp.float32(0.1))
     eps = 1e-3
     np.testing.assert_allclose(g, (fn(0.1 + eps) - fn(0.1 - eps)) / (2 * eps), rtol=2e-2)

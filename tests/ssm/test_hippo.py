@@ -70,7 +70,7 @@ def test_legs_ode_exact(N):
 def test_legt_ode_exact_for_polynomials(N):
     x, w = leggauss(60)
     t, theta = 2.3, 0.8
-    s_of = lambda x: t + theta * (x - 1) / 2  # noqa: E731
+    s_of = lambda x: t + theta * (x - 1) / 2
     c = _legendre_coeffs(N, _f, s_of, w, x)
     dc = _legendre_coeffs(N, _df, s_of, w, x)
     A, B = hippo("legt", N)

@@ -44,7 +44,7 @@ def _oracle_s4(lam, p, b, ct, step, L):
     """float64: dense full system, bilinear, C̄ = C̃(I - Ā^L)⁻¹, K_ℓ = Re C̄ Ā^ℓ B̄ by a loop."""
     out = []
     for h in range(H):
-        f = lambda x: np.concatenate([x[h], x[h].conj()])  # noqa: E731
+        f = lambda x, h=h: np.concatenate([x[h], x[h].conj()])
         A = np.diag(f(lam)) - np.outer(f(p), f(p).conj())
         left = np.eye(2 * M) - step[h] / 2 * A
         Ab = np.linalg.solve(left, np.eye(2 * M) + step[h] / 2 * A)
@@ -74,7 +74,7 @@ def test_s4_kernel_matches_naive(L, seed):
 def test_s4_kernel_legs_init_matches_recurrence():
     form = dplr_legs(2 * M)
     rng = np.random.default_rng(0)
-    tile = lambda x: np.tile(x, (H, 1))  # noqa: E731
+    tile = lambda x: np.tile(x, (H, 1))
     params = _params(S4Params, tile(form.lambda_), tile(form.p), tile(form.b), _complex(rng, (H, M)), [0.01, 0.1])
     L = 64
     Ab, Bb, Cb = jax.jit(s4_recurrence, static_argnums=1)(params, L)
@@ -109,7 +109,7 @@ def test_s4d_kernel_matches_naive(init, method):
         else:
             Ab = (1 + step * lam / 2) / (1 - step * lam / 2)
             Bb = step * b / (1 - step * lam / 2)
-        full = lambda x: np.concatenate([x, x.conj()])  # noqa: E731
+        full = lambda x: np.concatenate([x, x.conj()])
         want = ssm_kernel_naive(np.diag(full(Ab)), full(Bb), full(c[h]), L).real
         np.testing.assert_allclose(k[h], want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
 

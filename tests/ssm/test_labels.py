@@ -65,5 +65,3 @@ def test_multi_transform_custom_pair():
     updates = _first_update(tx, PARAMS)
     assert float(jnp.abs(updates["blocks_0"]["ssm"]["lambda_im"]).max()) == 0.0
     np.testing.assert_allclose(updates["blocks_0"]["ssm"]["D"], -1.0)
-
-

@@ -37,9 +37,7 @@ def s4d_layer():
 
 def _widen_steps(variables, h):
     """Large steps, so that the kernel is far from trivial over L taps."""
-    return jax.tree_util.tree_map_with_path(
-        lambda p, x: jnp.log(jnp.linspace(0.05, 0.5, h)) if p[-1].key == "log_step" else x, variables
-    )
+    return jax.tree_util.tree_map_with_path(lambda p, x: jnp.log(jnp.linspace(0.05, 0.5, h)) if p[-1].key == "log_step" else x, variables)
 
 
 @jax.jit
@@ -63,7 +61,7 @@ def test_s4d_conv_scan_assoc_step_agree(method):
     for init in S4D_INITS:
         lam, b = s4d_init(init, N)
         c = rng.normal(size=(H, N // 2)) + 1j * rng.normal(size=(H, N // 2))
-        tile = lambda x: jnp.asarray(np.tile(x, (H, 1)), jnp.complex64)  # noqa: E731
+        tile = lambda x: jnp.asarray(np.tile(x, (H, 1)), jnp.complex64)
         params = S4DParams(tile(lam), tile(b), jnp.asarray(c, jnp.complex64), jnp.linspace(0.05, 0.5, H))
         y_conv = conv(params, U)
         Ab, Bb = s4d_discretize(params, method)

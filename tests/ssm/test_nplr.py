@@ -26,7 +26,7 @@ def test_dplr_half_form_reconstructs_legs(N):
     half = dplr_legs(N)
     assert half.lambda_.shape == (N // 2,) and half.v.shape == (N, N // 2)
     assert np.all(half.lambda_.imag > 0) and np.all(np.diff(half.lambda_.imag) > 0)
-    full = lambda x: np.concatenate([x, x.conj()], axis=-1)  # noqa: E731
+    full = lambda x: np.concatenate([x, x.conj()], axis=-1)
     V, lam, p, b = full(half.v), full(half.lambda_), full(half.p), full(half.b)
     A, B = hippo("legs", N)
     np.testing.assert_allclose(V @ V.conj().T, np.eye(N), atol=1e-12)

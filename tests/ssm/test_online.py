@@ -1,5 +1,7 @@
 """Online HiPPO projection and history reconstruction."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,7 +73,7 @@ def test_legs_recurrence_is_timescale_invariant():
 
 def test_legs_reconstruction_error_decreases_with_N(signal):
     errors = [float(reconstruction_error(signal, "legs", N, dt=DT)) for N in (8, 16, 32, 64)]
-    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert all(a > b for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] < 0.05  # the hippo-reconstruct target: LegS, N = 64, 3 Hz, T = 3
 
 

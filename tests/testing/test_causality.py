@@ -17,7 +17,7 @@ def causal_attention(x):
 def test_causal_maps_pass():
     assert_causal(lambda x: jnp.cumsum(x, axis=1), X)
     assert_causal(causal_attention, X)
-    causal_conv = lambda x: x + 0.5 * jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1]  # noqa: E731  y_t = x_t + x_{t−1}/2
+    causal_conv = lambda x: x + 0.5 * jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1]
     assert_causal(causal_conv, X, positions=[0, 4], rtol=0, atol=0)
 
 

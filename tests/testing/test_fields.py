@@ -94,9 +94,7 @@ def test_reflow_velocity_is_constant_along_the_straight_coupled_paths():
 def test_point_mass_velocity_points_from_the_data_point_to_the_noise():
     point, x1 = np.array([0.7, -1.3]), np.random.default_rng(5).standard_normal((3, 2))
     t = np.array([0.1, 0.5, 1.0])
-    np.testing.assert_allclose(
-        point_mass_velocity((1 - t[:, None]) * point + t[:, None] * x1, t, point=point), x1 - point, atol=1e-5
-    )
+    np.testing.assert_allclose(point_mass_velocity((1 - t[:, None]) * point + t[:, None] * x1, t, point=point), x1 - point, atol=1e-5)
 
 
 def test_log_density_equals_scipy():
@@ -111,9 +109,7 @@ def test_covariance_forms_agree_and_a_traced_covariance_works_under_jit_and_grad
     x, t = jnp.asarray(np.random.default_rng(7).normal(size=(4, 2)), jnp.float32), jnp.array([0.2, 0.4, 0.6, 0.8])
     scalar = gaussian_flow_velocity(x, t, mean=MEAN, cov=0.7)
     np.testing.assert_allclose(gaussian_flow_velocity(x, t, mean=MEAN, cov=np.full(2, 0.7)), scalar, rtol=1e-6)
-    np.testing.assert_allclose(
-        gaussian_flow_velocity(x, t, mean=MEAN, cov=0.7 * np.eye(2)), scalar, rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(gaussian_flow_velocity(x, t, mean=MEAN, cov=0.7 * np.eye(2)), scalar, rtol=1e-5, atol=1e-6)
     traced = jax.jit(lambda cov: gaussian_flow_velocity(x, t, mean=MEAN, cov=cov))(jnp.asarray(COV, jnp.float32))
     np.testing.assert_allclose(traced, gaussian_flow_velocity(x, t, mean=MEAN, cov=COV), rtol=1e-5, atol=1e-5)
     grad = jax.jit(jax.grad(lambda s: jnp.sum(gaussian_flow_velocity(x, t, mean=MEAN, cov=s**2))))(1.0)
@@ -128,7 +124,7 @@ def test_per_example_times_broadcast_over_image_shaped_inputs_as_a_vmap_over_exa
 
     @jax.jit
     def both(x, t):
-        field = lambda x, t: gaussian_flow_velocity(x, t, mean=MEAN, cov=COV)  # noqa: E731
+        field = lambda x, t: gaussian_flow_velocity(x, t, mean=MEAN, cov=COV)
         return field(x, t), jax.vmap(field)(x, t)
 
     batched, mapped = both(x, t)

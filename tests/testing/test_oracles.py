@@ -68,9 +68,7 @@ def test_masked_softmax_zeroes_masked_entries_and_rejects_empty_rows():
     probs = masked_softmax(logits, keep)
     assert np.all(probs[~keep] == 0)
     for row in range(3):
-        np.testing.assert_allclose(
-            probs[row, keep[row]], scipy.special.softmax(logits[row, keep[row]].astype(np.float64))
-        )
+        np.testing.assert_allclose(probs[row, keep[row]], scipy.special.softmax(logits[row, keep[row]].astype(np.float64)))
     with pytest.raises(ValueError, match="keeps no key"):
         masked_softmax(logits, np.zeros((3, 5), bool))
 
@@ -132,7 +130,7 @@ def loop_mla(p, x, frequencies, eps):
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
     x = np.asarray(x, np.float64)
     b, t, _ = x.shape
-    norm = lambda z, s: z / np.sqrt(np.mean(z**2) + eps) * s  # noqa: E731
+    norm = lambda z, s: z / np.sqrt(np.mean(z**2) + eps) * s
     out = np.zeros((b, t, F))
     for n in range(b):
         kv = [x[n, s].astype(np.float64) @ p["w_dkv"] for s in range(t)]
@@ -192,7 +190,5 @@ def test_oracles_accept_jax_and_bfloat16_inputs():
     assert out.dtype == np.float64
     np.testing.assert_allclose(
         out,
-        dot_product_attention(
-            np.asarray(q, np.float32), np.asarray(q, np.float32), np.asarray(q, np.float32), causal=True
-        ),
+        dot_product_attention(np.asarray(q, np.float32), np.asarray(q, np.float32), np.asarray(q, np.float32), causal=True),
     )

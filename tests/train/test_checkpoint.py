@@ -13,17 +13,13 @@ import pytest
 
 from jaxlab.generative import RectifiedFlow
 from jaxlab.nn import TimeMLP
-from jaxlab.train import CheckpointError, Checkpointer, restore_state, train
-from jaxlab.train.checkpoint import _flat, _manifest, _storable
+from jaxlab.train import CheckpointError, restore_params, restore_state, train
+from jaxlab.train.checkpoint import _flat, _manifest, _path_keys, _storable
 from tests.train.tiny import param_leaves
 
 
 def _digest(directory: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -130,9 +126,7 @@ def test_flat_checkpoints_of_earlier_versions_still_load(trained, tmp_path):
     storable = _storable(jax.device_get(state))
     options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
     with ocp.CheckpointManager(tmp_path / "old" / "checkpoints", options=options) as manager:
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(_flat(storable)), manifest=ocp.args.JsonSave({"leaves": _manifest(storable)})
-        )
+        args = ocp.args.Composite(state=ocp.args.StandardSave(_flat(storable)), manifest=ocp.args.JsonSave({"leaves": _manifest(storable)}))
         manager.save(20, args=args)
     restored = restore_state(method, optimizer, batches(0), config, tmp_path / "old")
     for a, b in zip(param_leaves(state), param_leaves(restored), strict=True):
@@ -143,3 +137,58 @@ def test_missing_checkpoint_is_a_clear_error(tiny, tmp_path):
     method, optimizer, batches, config = tiny
     with pytest.raises(CheckpointError, match="no checkpoint found"):
         restore_state(method, optimizer, batches(0), config, tmp_path)
+
+
+def _assert_trees_equal(expected, actual) -> None:
+    assert jax.tree.structure(expected) == jax.tree.structure(actual)
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert a.dtype == b.dtype
+
+
+def test_restore_params_reads_the_parameters_alone_without_optimizer_or_batch(trained):
+    state, _, _, workdir = trained
+    _assert_trees_equal(state.ema_params, restore_params(workdir))
+    _assert_trees_equal(state.params, restore_params(workdir, ema=False))
+    replicated = restore_params(workdir)["params"]["Dense_0"]["kernel"]
+    assert replicated.sharding.is_fully_replicated and len(replicated.sharding.device_set) == jax.device_count()
+
+
+def test_restore_params_places_the_leaves_by_the_given_sharding(trained):
+    _, _, _, workdir = trained
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[1])
+    params = restore_params(workdir, sharding=one_device)
+    assert all(leaf.sharding == one_device for leaf in jax.tree.leaves(params))
+
+
+def test_restore_params_falls_back_past_a_truncated_newest_checkpoint(trained, caplog):
+    _, (method, optimizer, batches, _), config, workdir = trained
+    _truncate_arrays(workdir / "checkpoints" / "20")
+    before = _digest(workdir / "checkpoints")
+    with caplog.at_level(logging.INFO, logger="jaxlab.train"):
+        params = restore_params(workdir)
+    _assert_trees_equal(restore_state(method, optimizer, batches(0), config, workdir).ema_params, params)
+    assert "step 20 is unreadable" in caplog.text and "loaded checkpoint step 10" in caplog.text and "(ema_params only)" in caplog.text
+    assert _digest(workdir / "checkpoints") == before
+
+
+def test_restore_params_reads_flat_checkpoints_of_earlier_versions(trained, tmp_path):
+    state, _, _, _ = trained
+    storable = _storable(jax.device_get(state))
+    options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
+    with ocp.CheckpointManager(tmp_path / "old" / "checkpoints", options=options) as manager:
+        args = ocp.args.Composite(state=ocp.args.StandardSave(_flat(storable)), manifest=ocp.args.JsonSave({"leaves": _manifest(storable)}))
+        manager.save(20, args=args)
+    _assert_trees_equal(state.ema_params, restore_params(tmp_path / "old"))
+
+
+def test_restore_params_without_checkpoints_is_a_clear_error_and_creates_nothing(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        restore_params(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_leaf_paths_parse_to_state_dict_keys():
+    assert _path_keys("['params']['Dense_0'][0].mu") == ["params", "Dense_0", "0", "mu"]
+    with pytest.raises(ValueError, match="cannot read the leaf path"):
+        _path_keys("['params']<odd>")

@@ -21,6 +21,7 @@ from jaxlab.train import (
     validate_config,
     write_json_atomic,
 )
+from jaxlab.train.experiment import config_from_dict, config_to_dict, flat_fields
 from jaxlab.train.plots import _plain_numbers, default_names
 
 
@@ -144,3 +145,42 @@ def test_loss_plot_shows_grad_norm_and_evaluations_with_plain_tick_labels():
     assert ax.get_yscale() == "log" and ax.yaxis.get_major_formatter()(1.0, 0) == "1"
     assert ax.yaxis.get_major_formatter()(0.01, 0) == "0.01"
     plt.close(fig)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    alpha: float = 1.0
+    sizes: tuple[int, ...] = (1, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NestedConfig(TrainConfig):
+    group: _Group = dataclasses.field(default_factory=_Group)
+    group_size: int = 3  # a top-level field whose name starts like the group's
+
+
+def test_nested_config_groups_round_trip_through_config_json():
+    config = _NestedConfig(group=_Group(alpha=0.5, sizes=(3, 4)), group_size=7)
+    restored = config_from_dict(_NestedConfig(), json.loads(json.dumps(config_to_dict(config))))
+    assert restored == config and isinstance(restored.group, _Group) and restored.group.sizes == (3, 4)
+
+
+def test_flat_keys_from_before_a_group_was_nested_are_read_into_the_group():
+    restored = config_from_dict(_NestedConfig(), {"group_alpha": 0.25, "group_sizes": [5], "group_size": 9})
+    assert restored.group == _Group(alpha=0.25, sizes=(5,)) and restored.group_size == 9
+    with pytest.raises(WorkdirError, match="group_beta"):
+        config_from_dict(_NestedConfig(), {"group_beta": 1.0})
+
+
+def test_flat_fields_names_nested_fields_as_set_takes_them():
+    fields = flat_fields(_NestedConfig())
+    assert {key: fields[key] for key in ("group.alpha", "group.sizes", "group_size")} == {"group.alpha": 1.0, "group.sizes": (1, 2), "group_size": 3}
+    assert "group" not in fields
+
+
+def test_a_changed_nested_field_is_named_when_a_run_directory_refuses_it(tmp_path):
+    experiment = Experiment("nested", "a test experiment", _NestedConfig(), run=lambda config, workdir: {})
+    prepare_workdir(experiment, _NestedConfig(), tmp_path)
+    (tmp_path / "checkpoints" / "5").mkdir(parents=True)
+    with pytest.raises(WorkdirError, match=r"group\.alpha \(saved 1\.0, now 0\.5\)"):
+        prepare_workdir(experiment, _NestedConfig(group=_Group(alpha=0.5)), tmp_path)

@@ -5,6 +5,7 @@ import functools
 
 import jax
 import numpy as np
+
 from jaxlab.generative import RectifiedFlow
 from jaxlab.nn import TimeMLP
 from jaxlab.train import TrainConfig, adamw_with_warmup

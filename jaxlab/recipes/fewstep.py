@@ -1,9 +1,7 @@
 """Shared machinery of fewstep-toy2d and fewstep-digits: build, train, sample, time and tabulate each method.
 
-Not an experiment itself (the CLI skips files starting with ``_``); the two
-experiment files load it as a sibling module. Every method is trained with
-:func:`jaxlab.train.train` in its own subdirectory ``workdir/<method>`` (so a
-run resumes), for the same number of steps with networks of the same size.
+Every method is trained with :func:`jaxlab.train.train` in its own
+subdirectory ``workdir/<method>`` (so a run resumes), for the same number of steps with networks of the same size.
 The flow-matching baseline (``workdir/flow``) doubles as the teacher of CD and
 SiD; its training is not counted against theirs.
 
@@ -12,7 +10,7 @@ Methods and the step counts they allow:
 * ``flow`` — rectified flow, Euler with any number of steps (the baseline);
 * ``ct``, ``ict``, ``cd`` — consistency models (one-step or multistep sampling);
 * ``shortcut`` — shortcut model, powers of two up to ``max_steps``, with the
-  configured data–noise coupling (``shortcut_coupling``);
+  configured data–noise coupling (``shortcut.coupling``);
 * ``shortcut_independent`` — the same shortcut model with independent noise
   (the paper's coupling), a comparison row;
 * ``sid`` — SiD one-step generator distilled from the flow teacher (1 step only);
@@ -37,7 +35,7 @@ from jaxlab.generative.consistency_distillation import ConsistencyDistillation
 from jaxlab.generative.ign import IGN
 from jaxlab.generative.shortcut import Shortcut
 from jaxlab.generative.sid import SiD
-from jaxlab.train import TrainConfig, adamw_with_warmup, train, write_json_atomic
+from jaxlab.train import TrainConfig, adamw_with_warmup, check_fields, train, write_json_atomic
 
 METHODS = ("flow", "ct", "ict", "cd", "shortcut", "shortcut_independent", "sid", "ign")
 SHORTCUTS = ("shortcut", "shortcut_independent")
@@ -46,32 +44,66 @@ NEEDS_TEACHER = ("cd", "sid")
 
 
 @dataclasses.dataclass(frozen=True)
+class ShortcutConfig:
+    """The shortcut model's fields (``--set shortcut.coupling=minibatch_ot``); see :class:`jaxlab.generative.shortcut.Shortcut`."""
+
+    max_steps: int = 128
+    # Each level of the step-size ladder learns from the one below, so EMA targets (decay 0.999) lag
+    # ~1,000 steps per level: at these budgets online targets do far better (docs/results.md).
+    bootstrap_fraction: float = 0.5
+    bootstrap_target: Literal["ema", "online"] = "online"
+    coupling: Literal["independent", "minibatch_ot"] = "independent"  # the paper's; iSM pairs by minibatch OT
+    large_step_bias: bool = False  # the paper draws the bootstrap step-size levels uniformly
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SiDConfig:
+    """SiD's fields (``--set sid.alpha=0.5``); see :class:`jaxlab.generative.sid.SiD`."""
+
+    alpha: float = 1.2
+    generator_time: float = 0.714  # SiD's sigma_init = 2.5 on the straight path: t = 2.5 / 3.5
+    t_min: float = 0.02
+    t_max: float = 0.98
+    generator_lr: float = 1e-4
+    fake_lr: float = 1e-4
+    fake_steps: int = 1
+    weighting: Literal["example", "batch", "none"] = "example"
+    ema_decay: float | None = None  # None: the shared ema_decay
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class IGNConfig:
+    """IGN's loss weights (``--set ign.rec_weight=10``); see :class:`jaxlab.generative.ign.IGN`."""
+
+    rec_weight: float = 20.0
+    idem_weight: float = 20.0
+    tight_weight: float = 2.5
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class MethodConfig(TrainConfig):
-    """The fields of every method, shared by both experiments' configs (the trainer fields apply to every method alike)."""
+    """The fields of every method, shared by both experiments' configs (the trainer fields apply to every method alike).
+
+    Methods with several hyperparameters have their own group (``shortcut``,
+    ``sid``, ``ign``), set as ``--set sid.alpha=0.5``.
+    """
 
     methods: tuple[str, ...] = METHODS
     step_counts: tuple[int, ...] = STEP_COUNTS
     sigma_data: float = 0.5  # the data's std in the EDM scalings of CT/iCT/CD
-    shortcut_max_steps: int = 128
-    # Each level of the step-size ladder learns from the one below, so EMA targets (decay 0.999) lag
-    # ~1,000 steps per level: at these budgets online targets do far better (docs/results.md).
-    shortcut_bootstrap_fraction: float = 0.5
-    shortcut_bootstrap_target: Literal["ema", "online"] = "online"
-    shortcut_coupling: Literal["independent", "minibatch_ot"] = "independent"  # the paper's; iSM pairs by minibatch OT
-    shortcut_large_step_bias: bool = False  # the paper draws the bootstrap step-size levels uniformly
     ct_s1: int = 50  # N(k) grows to s1 + 1 scales; the paper's 150 is tuned for ~800k steps
-    sid_alpha: float = 1.2
-    sid_generator_time: float = 0.714  # SiD's sigma_init = 2.5 on the straight path: t = 2.5 / 3.5
-    sid_t_min: float = 0.02
-    sid_t_max: float = 0.98
-    sid_generator_lr: float = 1e-4
-    sid_fake_lr: float = 1e-4
-    sid_fake_steps: int = 1
-    sid_weighting: Literal["example", "batch", "none"] = "example"
-    sid_ema_decay: float | None = None  # None: the shared ema_decay
-    ign_rec_weight: float = 20.0
-    ign_idem_weight: float = 20.0
-    ign_tight_weight: float = 2.5
+    shortcut: ShortcutConfig = dataclasses.field(default_factory=ShortcutConfig)
+    sid: SiDConfig = dataclasses.field(default_factory=SiDConfig)
+    ign: IGNConfig = dataclasses.field(default_factory=IGNConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -136,32 +168,31 @@ def build_method(name: str, nets: Networks, config: Any, teacher: Any = None) ->
                                        sigma_data=config.sigma_data, teacher_apply_fn=apply_v), optimizer  # fmt: skip
     if name in SHORTCUTS:
         apply_s, init_s = nets.shortcut
-        coupling = config.shortcut_coupling if name == "shortcut" else "independent"
-        return Shortcut(apply_fn=apply_s, init_fn=init_s, data_shape=shape, max_steps=config.shortcut_max_steps,
-                        bootstrap_fraction=config.shortcut_bootstrap_fraction,
-                        bootstrap_target=config.shortcut_bootstrap_target, coupling=coupling,
-                        large_step_bias=config.shortcut_large_step_bias), optimizer  # fmt: skip
+        shortcut = config.shortcut if name == "shortcut" else dataclasses.replace(config.shortcut, coupling="independent")
+        return Shortcut(apply_fn=apply_s, init_fn=init_s, data_shape=shape, max_steps=shortcut.max_steps,
+                        bootstrap_fraction=shortcut.bootstrap_fraction, bootstrap_target=shortcut.bootstrap_target,
+                        coupling=shortcut.coupling, large_step_bias=shortcut.large_step_bias), optimizer  # fmt: skip
     if name == "sid":
         teacher_host = None if teacher is None else jax.device_get(teacher)
+        sid = config.sid
         method = SiD(
             apply_fn=apply_v, init_fn=init_v, data_shape=shape,
             teacher_init=None if teacher_host is None else (lambda: teacher_host),
-            alpha=config.sid_alpha, generator_time=config.sid_generator_time, t_min=config.sid_t_min,
-            t_max=config.sid_t_max, generator_lr=config.sid_generator_lr, fake_lr=config.sid_fake_lr,
-            fake_steps=config.sid_fake_steps, weighting=config.sid_weighting,
+            alpha=sid.alpha, generator_time=sid.generator_time, t_min=sid.t_min, t_max=sid.t_max,
+            generator_lr=sid.generator_lr, fake_lr=sid.fake_lr, fake_steps=sid.fake_steps, weighting=sid.weighting,
         )  # fmt: skip
         return method, optimizer
     if name == "ign":
         apply_m, init_m = nets.mapping
-        return IGN(apply_fn=apply_m, init_fn=init_m, data_shape=shape, rec_weight=config.ign_rec_weight,
-                   idem_weight=config.ign_idem_weight, tight_weight=config.ign_tight_weight), optimizer  # fmt: skip
+        return IGN(apply_fn=apply_m, init_fn=init_m, data_shape=shape, rec_weight=config.ign.rec_weight,
+                   idem_weight=config.ign.idem_weight, tight_weight=config.ign.tight_weight), optimizer  # fmt: skip
     raise ValueError(f"unknown method {name!r}; expected one of {METHODS}")
 
 
 def method_config(name: str, config: Any) -> Any:
     """The trainer config of one method: the shared one, with SiD's EMA decay if set."""
-    if name == "sid" and config.sid_ema_decay is not None:
-        return dataclasses.replace(config, ema_decay=config.sid_ema_decay)
+    if name == "sid" and config.sid.ema_decay is not None:
+        return dataclasses.replace(config, ema_decay=config.sid.ema_decay)
     return config
 
 
@@ -180,12 +211,12 @@ def train_methods(config: Any, workdir: Path, nets: Networks, batches: Callable[
         state = train(method, optimizer, batches, method_config(name, config), Path(workdir) / name, frozen=frozen, progress=progress)
         if name == "flow":
             teacher = state.ema_params
-        trained[name] = Trained(method, state.ema_params, allowed_steps(name, tuple(config.step_counts), config.shortcut_max_steps))
+        trained[name] = Trained(method, state.ema_params, allowed_steps(name, tuple(config.step_counts), config.shortcut.max_steps))
     return trained
 
 
 def draw_and_time(trained: Trained, steps: int, *, key: jax.Array, num: int) -> tuple[np.ndarray, float]:
-    """Samples (num, *shape) and the wall time (s) of one jitted, compiled sample batch."""
+    """Samples ``(num, *shape)`` and the wall time (s) of one jitted, compiled sample batch."""
     draw = jax.jit(lambda p, k: trained.method.sample(p, key=k, num=num, steps=steps))
     jax.block_until_ready(draw(trained.params, key))  # compile
     start = time.perf_counter()
@@ -231,17 +262,14 @@ def add_target_ratios(results: dict[str, Any], prefix: str) -> None:
 
 def write_tables(results: dict[str, Any], methods: tuple[str, ...], step_counts: tuple[int, ...], prefix: str, title: str, workdir: Path) -> None:
     """``fewstep_table.json`` and ``fewstep_table.md``: metric and wall time per method and step count."""
-    rows = {
-        m: {str(k): {prefix: results.get(f"{prefix}_{m}_{k}"), "wall_s": results.get(f"wall_{m}_{k}")} for k in step_counts}
-        for m in methods
-    }
+    rows = {m: {str(k): {prefix: results.get(f"{prefix}_{m}_{k}"), "wall_s": results.get(f"wall_{m}_{k}")} for k in step_counts} for m in methods}
     write_json_atomic(workdir / "fewstep_table.json", {"metric": prefix, "rows": rows})
     lines = ["| method | " + " | ".join(f"{k} steps" for k in step_counts) + " |", "|---" * (1 + len(step_counts)) + "|"]
     for m in methods:
         cells = []
         for k in step_counts:
             value, wall = rows[m][str(k)][prefix], rows[m][str(k)]["wall_s"]
-            cells.append("—" if value is None else f"{value:.4g} ({1e3 * wall:.1f} ms)")
+            cells.append("—" if value is None or wall is None else f"{value:.4g} ({1e3 * wall:.1f} ms)")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     targets = [f"- {k}: {v:.3g}" for k, v in results.items() if k.startswith("target_") and v is not None]
     text = f"{title}\n\n{prefix} (wall time per sample batch)\n\n" + "\n".join(lines) + "\n\nTargets (ratios)\n\n" + "\n".join(targets) + "\n"

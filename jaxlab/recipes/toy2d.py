@@ -1,8 +1,7 @@
 """The configuration fields the toy 2-D experiments share.
 
-Not an experiment itself (the CLI skips files starting with ``_``); the
-``*-toy2d`` experiments load it as a sibling module and subclass
-:class:`Toy2DConfig`, overriding what they measured differently.
+The ``*-toy2d`` experiments subclass :class:`Toy2DConfig`, overriding what
+they measured differently.
 """
 
 from __future__ import annotations
