@@ -18,7 +18,7 @@ import functools
 
 import numpy as np
 
-from jaxlab.data._checks import check_int
+from jaxlab._checks import check_int
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlab.data._checks import check_fraction, check_int
+from jaxlab._checks import check_fraction, check_int
 
 NUM_LEVELS = 17  # pixel values 0..16
 NUM_CLASSES = 10

@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from jaxlab.data._checks import check_fraction, check_int
+from jaxlab._checks import check_fraction, check_int
 
 VOCAB_SIZE = 256  # one token per byte
 

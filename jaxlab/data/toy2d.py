@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlab.data._checks import check_int
+from jaxlab._checks import check_int
 
 Array = jax.Array
 

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxlab.optim._checks import check_scalar
+from jaxlab._checks import check_scalar
 from jaxlab.optim.dimension_numbers import path_str
 from jaxlab.optim.lora import LoraPair, _is_pair, lora_targets
 
@@ -197,7 +197,7 @@ def scale_by_lora_pro(*, scale: float, ridge: float = 1e-6) -> optax.GradientTra
     Raises:
         ValueError: at ``update`` time if ``params`` is None.
     """
-    check_scalar(scale, "scale", "scale_by_lora_pro")
+    check_scalar("scale", scale, where="scale_by_lora_pro")
 
     def init_fn(params):
         del params
@@ -241,7 +241,7 @@ def lora_pro_adam(
     References:
         Wang et al., "LoRA-Pro", ICLR 2025, Algorithm 2.
     """
-    check_scalar(learning_rate, "learning_rate", "lora_pro_adam", schedule=True)
+    check_scalar("learning_rate", learning_rate, where="lora_pro_adam", schedule=True)
 
     def full_shape(node):
         if _is_pair(node):

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlab._checks import check_choice, check_scalar, check_steps
 from jaxlab.linalg.polar_coeffs import coefficient_table
-from jaxlab.optim._checks import check_choice, check_scalar, check_steps
 from jaxlab.optim._optax_names import resolve_optax_names
 from jaxlab.optim.dimension_numbers import matrix_view, path_str, resolve_dimension_numbers
 from jaxlab.optim.labels import ADAM, MUON, check_labels, muon_labels
@@ -142,12 +142,12 @@ def scale_by_muon(
         Jordan, "Muon", 2024; Liu et al., "Muon is Scalable for LLM Training", 2025.
     """
     fn = "scale_by_muon"
-    check_scalar(beta, "beta", fn)
-    check_scalar(update_rms, "update_rms", fn)
-    check_steps(steps, "steps", fn)
-    check_choice(shape_scaling, "shape_scaling", fn, _SHAPE_SCALINGS)
-    check_choice(normalize, "normalize", fn, _NORMALIZATIONS)
-    check_scalar(normalize_eps, "normalize_eps", fn)
+    check_scalar("beta", beta, where=fn)
+    check_scalar("update_rms", update_rms, where=fn)
+    check_steps("steps", steps, where=fn)
+    check_choice("shape_scaling", shape_scaling, _SHAPE_SCALINGS, where=fn)
+    check_choice("normalize", normalize, _NORMALIZATIONS, where=fn)
+    check_scalar("normalize_eps", normalize_eps, where=fn)
     if isinstance(normalize_eps, (int, float)) and normalize_eps < 0:
         raise ValueError(f"{fn}: normalize_eps must be >= 0, got {normalize_eps}")
     coefficient_table(coeffs, f"{fn}: coeffs")
@@ -323,14 +323,14 @@ def muon(
         defaults = {k: p.default for k, p in inspect.signature(muon).parameters.items() if k in given}
         resolved = resolve_optax_names(fn, given, defaults, optax_names)
         steps, coeffs, normalize, normalize_eps, adam_eps, shape_scaling, update_rms, dimension_numbers = (resolved[k] for k in given)
-    check_scalar(learning_rate, "learning_rate", fn, schedule=True)
+    check_scalar("learning_rate", learning_rate, where=fn, schedule=True)
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate
-    check_scalar(adam_learning_rate, "adam_learning_rate", fn, schedule=True)
+    check_scalar("adam_learning_rate", adam_learning_rate, where=fn, schedule=True)
     for name, value in (("weight_decay", weight_decay), ("adam_b1", adam_b1), ("adam_b2", adam_b2)):
-        check_scalar(value, name, fn)
-    check_scalar(adam_eps, "adam_eps", fn)
-    check_scalar(adam_weight_decay, "adam_weight_decay", fn)
+        check_scalar(name, value, where=fn)
+    check_scalar("adam_eps", adam_eps, where=fn)
+    check_scalar("adam_weight_decay", adam_weight_decay, where=fn)
     muon_chain = [
         scale_by_muon(
             beta=beta,

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlab._checks import check_scalar, check_steps
 from jaxlab.linalg import power_iteration
-from jaxlab.optim._checks import check_scalar, check_steps
 
 __all__ = ["SpectralDecayState", "spectral_decay"]
 
@@ -77,8 +77,8 @@ def spectral_decay(rate, *, power_steps=1, mask=None) -> optax.GradientTransform
         Yoshida & Miyato, "Spectral Norm Regularization", 2017.
     """
     fn = "spectral_decay"
-    check_scalar(rate, "rate", fn)
-    check_steps(power_steps, "power_steps", fn)
+    check_scalar("rate", rate, where=fn)
+    check_steps("power_steps", power_steps, where=fn)
 
     def init_fn(params):
         leaves, treedef = jax.tree.flatten(params)

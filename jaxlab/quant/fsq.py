@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from jaxlab.quant._checks import check_floating
+from jaxlab._checks import check_floating
 
 EPS = 1e-3
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import Array
 
-from jaxlab.quant._checks import check_num_codes
+from jaxlab._checks import check_num_codes
 
 
 def _check_indices(indices: object) -> Array:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxlab.quant._checks import check_floating
+from jaxlab._checks import check_floating
 
 EPS = 1e-6
 

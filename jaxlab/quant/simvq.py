@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxlab.quant._checks import check_floating, check_num_codes
+from jaxlab._checks import check_floating, check_num_codes
 from jaxlab.quant.vq import VQOutput, vector_quantize
 
 

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxlab.quant._checks import check_codebook, check_floating
+from jaxlab._checks import check_codebook, check_floating
 from jaxlab.quant.rotation import rotation_trick
 
 ESTIMATORS = ("ste", "rotation")

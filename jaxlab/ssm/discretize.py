@@ -22,7 +22,7 @@ import jax.scipy.linalg as jsl
 from jax import Array
 from jax.typing import ArrayLike
 
-from jaxlab.ssm._checks import check_choice, check_ndim
+from jaxlab._checks import check_choice, check_ndim
 
 METHODS = ("euler", "backward", "bilinear", "zoh")
 DIAG_METHODS = ("zoh", "bilinear")

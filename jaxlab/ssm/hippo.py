@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxlab.ssm._checks import check_choice, check_positive_int
+from jaxlab._checks import check_choice, check_positive_int
 
 MEASURES = ("legs", "legt", "lagt", "fout")
 

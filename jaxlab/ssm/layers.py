@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from jaxlab.ssm._checks import check_choice, check_positive_int
+from jaxlab._checks import check_choice, check_positive_int
 from jaxlab.ssm.conv import causal_conv
 from jaxlab.ssm.nplr import dplr_legs
 from jaxlab.ssm.recurrence import dense_scan, dense_step, diag_associative_scan, diag_scan, diag_step

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import Array
 
-from jaxlab.ssm._checks import check_choice
+from jaxlab._checks import check_choice
 from jaxlab.ssm.block import S4Block
 from jaxlab.ssm.layers import zero_state
 

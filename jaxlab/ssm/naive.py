@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from jaxlab.ssm._checks import check_positive_int, check_shape
+from jaxlab._checks import check_positive_int, check_shape
 
 
 def ssm_kernel_naive(Ab: ArrayLike, Bb: ArrayLike, Cb: ArrayLike, L: int) -> Array:

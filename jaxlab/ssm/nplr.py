@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxlab.ssm._checks import check_positive_int
+from jaxlab._checks import check_positive_int
 from jaxlab.ssm.hippo import hippo
 
 

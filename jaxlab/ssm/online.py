@@ -24,7 +24,7 @@ import jax.scipy.linalg as jsl
 from jax import Array
 from jax.typing import ArrayLike
 
-from jaxlab.ssm._checks import check_choice, check_ndim, check_positive_int
+from jaxlab._checks import check_choice, check_ndim, check_positive_int
 from jaxlab.ssm.discretize import discretize
 from jaxlab.ssm.hippo import MEASURES, hippo
 

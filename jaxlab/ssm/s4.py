@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from jaxlab.ssm._checks import check_positive_int
+from jaxlab._checks import check_positive_int
 
 
 class S4Params(NamedTuple):

@@ -28,7 +28,7 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
-from jaxlab.ssm._checks import check_choice, check_positive_int
+from jaxlab._checks import check_choice, check_positive_int
 from jaxlab.ssm.discretize import DIAG_METHODS, discretize_diag
 from jaxlab.ssm.nplr import dplr_legs
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from jaxlab.ssm._checks import check_choice, check_ndim, check_positive_int
+from jaxlab._checks import check_choice, check_ndim, check_positive_int
 from jaxlab.ssm.hippo import MEASURES
 from jaxlab.ssm.online import hippo_project, reconstruct
 
