@@ -40,7 +40,7 @@ from jaxlab.data import digits_split, digits_to_unit
 from jaxlab.generative import uniform_times
 from jaxlab.generative.ddcm import ddcm_bits, ddcm_decode, ddcm_encode, psnr
 from jaxlab.recipes import digits
-from jaxlab.train import Experiment, named_key, write_json_atomic
+from jaxlab.train import Experiment, named_key, save_figure, write_json_atomic, write_text_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,7 @@ def plot_rate_psnr(rows: dict[str, dict], path: Path) -> None:
     ax.set_title("ddcm-digits: rate vs distortion", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
 
 
 def plot_reconstructions(grid: dict[str, np.ndarray], path: Path) -> None:
@@ -99,7 +99,7 @@ def plot_reconstructions(grid: dict[str, np.ndarray], path: Path) -> None:
         ax.set_title(title, fontsize=7, loc="left")
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
 
 
 def write_table(rows: dict[str, dict], config: Config, workdir: Path) -> str:
@@ -112,7 +112,7 @@ def write_table(rows: dict[str, dict], config: Config, workdir: Path) -> str:
     ]
     text = f"ddcm-digits: {config.encode_images} test digits, {config.ddcm_steps} DDPM steps\n\n" + "\n".join(lines) + "\n"
     text += f"\nFor scale: a digit stored losslessly takes 64·log2 17 = {64 * math.log2(17):.1f} bits.\n"
-    (workdir / "rate_psnr.md").write_text(text)
+    write_text_atomic(workdir / "rate_psnr.md", text)
     return text
 
 

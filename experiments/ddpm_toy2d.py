@@ -36,7 +36,7 @@ from jaxlab.eval import energy_distance
 from jaxlab.generative import Diffusion, schedules
 from jaxlab.nn import TimeMLP
 from jaxlab.recipes import toy2d
-from jaxlab.train import Experiment, adamw_with_warmup, named_key, restore_params, train, write_json_atomic
+from jaxlab.train import Experiment, adamw_with_warmup, is_writer, named_key, restore_params, save_figure, train, write_json_atomic, write_text_atomic
 
 STEP_COUNTS = (1, 2, 4, 8, 32, 128)
 SAMPLERS = ("ddpm", "ddim", "heun")
@@ -94,7 +94,7 @@ def plot_samples(samples: np.ndarray, path: Path) -> None:
     ax.scatter(samples[:, 0], samples[:, 1], s=1.5, alpha=0.6)
     ax.set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title="diffusion samples")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def _plot_grid(grid: dict[tuple[str, int], np.ndarray], data: np.ndarray, counts: tuple[int, ...], path: Path) -> None:
@@ -109,7 +109,7 @@ def _plot_grid(grid: dict[tuple[str, int], np.ndarray], data: np.ndarray, counts
             ax.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal", xticks=[], yticks=[])
             ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def _write_table(results: dict, counts: tuple[int, ...], workdir: Path) -> None:
@@ -119,7 +119,7 @@ def _write_table(results: dict, counts: tuple[int, ...], workdir: Path) -> None:
     lines += [f"| {s} | " + " | ".join(f"{rows[s][k]:.4f}" for k in counts) + " |" for s in SAMPLERS]
     floor = f"noise {results['energy_noise']:.4f}, data-vs-data {results['energy_data']:.4f}"
     nll = f"NLL {results['nll_nats']:.3f} nats/point (true density: {results['nll_true_nats']})"
-    (workdir / "energy_table.md").write_text("Energy distance to fresh data\n\n" + "\n".join(lines) + f"\n\n{floor}; {nll}\n")
+    write_text_atomic(workdir / "energy_table.md", "Energy distance to fresh data\n\n" + "\n".join(lines) + f"\n\n{floor}; {nll}\n")
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
     for s in SAMPLERS:
@@ -129,7 +129,7 @@ def _write_table(results: dict, counts: tuple[int, ...], workdir: Path) -> None:
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(workdir / "energy_vs_steps.png", dpi=120)
+    save_figure(fig, workdir / "energy_vs_steps.png", dpi=120)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float | None]:
@@ -161,7 +161,8 @@ def run(config: Config, workdir: Path) -> dict[str, float | None]:
 
     _write_table(results, config.step_counts, workdir)
     _plot_grid(grid, data, config.step_counts, workdir / "samples.png")
-    print((workdir / "energy_table.md").read_text())
+    if is_writer():  # only process 0 wrote it
+        print((workdir / "energy_table.md").read_text())
     return results
 
 

@@ -54,7 +54,7 @@ from jaxlab.recipes.digits import (
     plot_samples,
     restore_model,
 )
-from jaxlab.train import Experiment, adamw_with_warmup, named_key, train, write_json_atomic
+from jaxlab.train import Experiment, adamw_with_warmup, is_writer, named_key, save_array, train, write_json_atomic, write_text_atomic
 
 
 def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None, seed: int = 0) -> np.ndarray:
@@ -81,7 +81,7 @@ def _write_table(results: dict, config: Config, workdir: Path, name: str) -> Non
         f"train-vs-test Fréchet {results['frechet_train_vs_test']:.3f}; bits/dim {results['bits_per_dim']:.3f} "
         f"(unconditional {results['bits_per_dim_uncond']:.3f}; uniform {math.log2(17):.3f})"
     )
-    (workdir / "guidance_table.md").write_text(f"{name}: samples vs test digits\n\n" + "\n".join(lines) + f"\n\n{footer}\n")
+    write_text_atomic(workdir / "guidance_table.md", f"{name}: samples vs test digits\n\n" + "\n".join(lines) + f"\n\n{footer}\n")
 
 
 def run_named(name: str, config: Config, workdir: Path) -> dict[str, float]:
@@ -100,14 +100,15 @@ def run_named(name: str, config: Config, workdir: Path) -> dict[str, float]:
         results[f"frechet_w{scale:g}"] = digits_frechet_distance(digits, test_images)
         results[f"accuracy_w{scale:g}"] = float(np.mean(np.asarray(classify_digits(digits)) == labels))
         grids[f"guidance {scale:g}"] = digits
-        np.save(workdir / f"samples_w{scale:g}.npy", digits)
+        save_array(workdir / f"samples_w{scale:g}.npy", digits)
     subset = slice(0, config.nll_images)
     results["bits_per_dim"] = bits_per_dim_of(method, params, config, test_images[subset], test_labels[subset])
     results["bits_per_dim_uncond"] = bits_per_dim_of(method, params, config, test_images[subset], None)
     results["bits_per_dim_uniform"] = math.log2(17)
     _write_table(results, config, workdir, name)
     plot_grids(grids, workdir / "samples.png")
-    print((workdir / "guidance_table.md").read_text())
+    if is_writer():  # only process 0 wrote it
+        print((workdir / "guidance_table.md").read_text())
     return results
 
 

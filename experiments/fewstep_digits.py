@@ -35,7 +35,7 @@ from jaxlab.data import digits_split, epoch_permutation_batch, unit_to_digits
 from jaxlab.eval import digits_frechet_distance
 from jaxlab.nn import UNet
 from jaxlab.recipes import digits, fewstep
-from jaxlab.train import Experiment, named_key, restore_params
+from jaxlab.train import Experiment, is_writer, named_key, restore_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +118,8 @@ def run(config: Config, workdir: Path, *, progress: bool = True) -> dict[str, fl
         for steps in sorted({min(trained[name].step_counts), max(trained[name].step_counts)}):
             grids[f"{name}, {steps}"] = to_levels(samples[(name, steps)])
     digits.plot_grids(grids, workdir / "samples.png")
-    print((workdir / "fewstep_table.md").read_text())
+    if is_writer():  # only process 0 wrote it
+        print((workdir / "fewstep_table.md").read_text())
     return results
 
 

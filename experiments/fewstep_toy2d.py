@@ -49,7 +49,7 @@ from jaxlab.data import sample_toy2d, toy2d_batches
 from jaxlab.eval import energy_distance
 from jaxlab.nn import TimeMLP
 from jaxlab.recipes import fewstep, toy2d
-from jaxlab.train import Experiment, named_key, restore_params
+from jaxlab.train import Experiment, is_writer, named_key, restore_params, save_figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,7 @@ def plot_panels(panels: dict[str, np.ndarray], path: Path, columns: int = 5) -> 
         ax.set(xlim=(-2.5, 2.5), ylim=(-2.5, 2.5), aspect="equal", xticks=[], yticks=[])
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def run(config: Config, workdir: Path, *, progress: bool = True) -> dict[str, float | None]:
@@ -138,7 +138,8 @@ def run(config: Config, workdir: Path, *, progress: bool = True) -> dict[str, fl
         for steps in sorted({min(trained[name].step_counts), max(trained[name].step_counts)}):
             panels[f"{name}, {steps} step{'s' * (steps > 1)}"] = samples[(name, steps)][:shown]
     plot_panels(panels, workdir / "samples.png")
-    print((workdir / "fewstep_table.md").read_text())
+    if is_writer():  # only process 0 wrote it
+        print((workdir / "fewstep_table.md").read_text())
     return results
 
 

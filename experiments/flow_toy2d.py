@@ -30,11 +30,11 @@ from jaxlab.recipes import toy2d
 from jaxlab.train import (
     Experiment,
     adamw_with_warmup,
-    atomic_path,
     describe_ema,
-    is_writer,
     named_key,
     restore_params,
+    save_array,
+    save_figure,
     train,
 )
 
@@ -112,7 +112,7 @@ def plot_samples(samples: np.ndarray, path: Path, *, data: np.ndarray | None = N
         ax.set_ylim(-4.5, 4.5)
         ax.set_aspect("equal")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float]:
@@ -142,11 +142,8 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
         few_step = np.asarray(draw_euler(params, key=sample_key, num=num, steps=steps))
         results[f"energy_distance_euler_{steps}"] = float(energy_distance(few_step, fresh, unbiased=True))
 
-    if is_writer():
-        with atomic_path(workdir / "samples.npy") as tmp:
-            np.save(tmp, samples)
-        with atomic_path(workdir / "samples.png") as tmp:
-            plot_samples(samples, tmp, data=data, title=f"rectified flow ({config.solver}, {config.sample_steps} steps)")
+    save_array(workdir / "samples.npy", samples)
+    plot_samples(samples, workdir / "samples.png", data=data, title=f"rectified flow ({config.solver}, {config.sample_steps} steps)")
     print(
         f"evaluating the {weights}\n"
         f"energy distance: model {results['energy_distance']:.5f}, noise {results['energy_distance_noise']:.5f} "

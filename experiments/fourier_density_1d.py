@@ -36,7 +36,7 @@ import scipy.stats
 from matplotlib.figure import Figure
 
 from jaxlab.density import fit_fourier_density, fourier_log_prob, num_parameters
-from jaxlab.train import Experiment, TrainConfig, named_key, write_json_atomic
+from jaxlab.train import Experiment, TrainConfig, named_key, save_figure, write_json_atomic, write_text_atomic
 
 # name -> list of (weight, frozen scipy distribution)
 MIXTURES = {
@@ -114,14 +114,14 @@ def _plot(curves: dict, path: Path) -> None:
         ax.set_title(name)
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def _write_table(rows: list[dict], workdir: Path) -> None:
     write_json_atomic(workdir / "nll_table.json", rows)
     lines = ["| mixture | Fourier NLL | GMM NLL | true NLL | Fourier params | GMM params |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['mixture']} | {r['fourier']:.4f} | {r['gmm']:.4f} | {r['true']:.4f} | {r['fourier_params']} | {r['gmm_params']} |" for r in rows]
-    (workdir / "nll_table.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(workdir / "nll_table.md", "\n".join(lines) + "\n")
 
 
 def run(config: Config, workdir: Path) -> dict[str, float]:
@@ -161,7 +161,7 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
         print(f"{name:>13}: Fourier {row['fourier']:.4f}  GMM {row['gmm']:.4f}  true {row['true']:.4f} nats")
     _write_table(rows, workdir)
     _plot(curves, workdir / "densities.png")
-    (workdir / "fit_config.json").write_text(json.dumps({"gmm_components": components, "num_terms": config.num_terms}))
+    write_text_atomic(workdir / "fit_config.json", json.dumps({"gmm_components": components, "num_terms": config.num_terms}))
     return results
 
 

@@ -46,7 +46,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxlab import ssm
-from jaxlab.train import Experiment, check_fields, named_key
+from jaxlab.train import Experiment, check_fields, named_key, save_figure, write_text_atomic
 
 Measure = Literal["legs", "legt", "lagt", "fout"]
 LABELS = {"legs": "LegS", "legt": "LegT", "lagt": "LagT", "fout": "FouT"}
@@ -124,7 +124,7 @@ def plot_reconstruction(config: Config, signal: np.ndarray, curves: dict, errors
     ax.set_ylim(1.6 * signal.min() - 0.2, 1.6 * signal.max() + 0.2)
     ax.legend(loc="upper left", fontsize=8, ncol=len(curves) + 1)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_error_vs_n(config: Config, errors: dict, path: Path) -> None:
@@ -142,7 +142,7 @@ def plot_error_vs_n(config: Config, errors: dict, path: Path) -> None:
     ax.set_title(f"{config.freq:g} Hz band, T = {config.T:g}, dt = {config.dt:g}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def error_table(config: Config, errors: dict) -> tuple[str, str]:
@@ -162,8 +162,8 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
     plot_reconstruction(config, signals[0], curves, errors, workdir / "reconstruction.png")
     plot_error_vs_n(config, errors, workdir / "error_vs_n.png")
     csv, md = error_table(config, errors)
-    (workdir / "errors.csv").write_text(csv)
-    (workdir / "errors.md").write_text(md)
+    write_text_atomic(workdir / "errors.csv", csv)
+    write_text_atomic(workdir / "errors.md", md)
     print(f"relative L2 error of the reconstructed history (mean over {config.num_signals} signals):")
     print(md)
     results: dict[str, float | int] = {f"rel_error_{m}_{n}": float(errors[m, n].mean()) for m, n in errors}

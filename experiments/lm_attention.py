@@ -53,7 +53,7 @@ from jaxlab.nn import (
     token_losses,
 )
 from jaxlab.tasks import LanguageModel
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, train
+from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, is_writer, save_figure, train, write_text_atomic
 
 VARIANTS = ("mha", "gqa", "mqa", "mla")
 
@@ -172,12 +172,12 @@ def decode_tokens_per_s(generators: dict, config: Config) -> dict[str, float]:
 
 
 def write_outputs(rows: dict[str, dict[str, float]], workdir: Path) -> None:
-    (workdir / "attention_table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_text_atomic(workdir / "attention_table.json", json.dumps(rows, indent=2) + "\n")
     header = "| variant | params | d_ff | val loss (nats) | KV-cache bytes/token | decode tokens/s |\n|---|---|---|---|---|---|\n"
     lines = [
         f"| {v} | {r['params']} | {r['d_ff']} | {r['val_loss']:.4f} | {r['kv_bytes_per_token']} | {r['decode_tokens_per_s']:.0f} |" for v, r in rows.items()
     ]
-    (workdir / "attention_table.md").write_text(header + "\n".join(lines) + "\n")
+    write_text_atomic(workdir / "attention_table.md", header + "\n".join(lines) + "\n")
     fig = Figure(figsize=(12, 3.5))
     axes = fig.subplots(1, 3)
     names = list(rows)
@@ -190,7 +190,7 @@ def write_outputs(rows: dict[str, dict[str, float]], workdir: Path) -> None:
         ax.set_title(label)
     axes[0].set_ylim(min(r["val_loss"] for r in rows.values()) * 0.95, max(r["val_loss"] for r in rows.values()) * 1.02)
     fig.tight_layout()
-    fig.savefig(workdir / "attention.png", dpi=120)
+    save_figure(fig, workdir / "attention.png", dpi=120)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float]:
@@ -214,7 +214,8 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
     for variant, speed in decode_tokens_per_s(generators, config).items():
         rows[variant]["decode_tokens_per_s"] = speed
     write_outputs(rows, workdir)
-    print((workdir / "attention_table.md").read_text())
+    if is_writer():  # only process 0 wrote it
+        print((workdir / "attention_table.md").read_text())
     return {f"{key}_{variant}": value for variant, row in rows.items() for key, value in row.items() if key != "d_ff"}
 
 

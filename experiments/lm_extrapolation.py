@@ -56,7 +56,7 @@ from jaxlab.nn import (
     token_losses,
 )
 from jaxlab.tasks import LanguageModel
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, train
+from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, is_writer, save_arrays, save_figure, train, write_text_atomic
 
 METHODS = ("rope", "pi", "ntk", "dynamic_ntk", "yarn", "rerope", "leaky_rerope")
 
@@ -159,13 +159,13 @@ def evaluate(config: Config, params) -> dict[str, dict[int, np.ndarray]]:
 
 def write_tables(curves: dict[str, dict[int, np.ndarray]], contexts: tuple[int, ...], workdir: Path) -> None:
     table = {name: {str(L): float(c[L].mean()) for L in contexts} for name, c in curves.items()}
-    (workdir / "loss_table.json").write_text(json.dumps(table, indent=2) + "\n")
+    write_text_atomic(workdir / "loss_table.json", json.dumps(table, indent=2) + "\n")
     lines = [
         "| method | " + " | ".join(str(L) for L in contexts) + " |",
         "|---" * (len(contexts) + 1) + "|",
     ]
     lines += [f"| {name} | " + " | ".join(f"{table[name][str(L)]:.3f}" for L in contexts) + " |" for name in table]
-    (workdir / "loss_table.md").write_text("Mean next-byte loss (nats) on held-out windows\n\n" + "\n".join(lines) + "\n")
+    write_text_atomic(workdir / "loss_table.md", "Mean next-byte loss (nats) on held-out windows\n\n" + "\n".join(lines) + "\n")
 
 
 def plot(curves: dict[str, dict[int, np.ndarray]], config: Config, workdir: Path) -> None:
@@ -183,7 +183,7 @@ def plot(curves: dict[str, dict[int, np.ndarray]], config: Config, workdir: Path
     axes[0].set_ylabel("mean loss (nats/byte)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(workdir / "extrapolation.png", dpi=120)
+    save_figure(fig, workdir / "extrapolation.png", dpi=120)
 
     longest = max(contexts)
     fig = Figure(figsize=(7, 4))
@@ -200,7 +200,7 @@ def plot(curves: dict[str, dict[int, np.ndarray]], config: Config, workdir: Path
     ax.set_ylabel("loss (nats/byte)")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(workdir / "loss_by_position.png", dpi=120)
+    save_figure(fig, workdir / "loss_by_position.png", dpi=120)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float]:
@@ -215,10 +215,11 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
     print(f"evaluated {len(curves)} settings at {len(config.eval_contexts)} contexts in {time.perf_counter() - start:.0f} s")
     results = {f"loss_{name}_{L}": float(curve[L].mean()) for name, curve in curves.items() for L in config.eval_contexts}
     results["num_params"] = count_params(params)
-    np.savez(workdir / "position_losses.npz", **{f"{name}_{L}": c[L] for name, c in curves.items() for L in c})
+    save_arrays(workdir / "position_losses.npz", **{f"{name}_{L}": c[L] for name, c in curves.items() for L in c})
     write_tables(curves, config.eval_contexts, workdir)
     plot(curves, config, workdir)
-    print((workdir / "loss_table.md").read_text())
+    if is_writer():  # only process 0 wrote it
+        print((workdir / "loss_table.md").read_text())
     return results
 
 

@@ -69,7 +69,7 @@ from jaxlab.optim import (
     lora_pro_adam,
     lora_scale,
 )
-from jaxlab.train import Experiment, TrainConfig, named_key, write_json_atomic
+from jaxlab.train import Experiment, TrainConfig, named_key, save_figure, write_json_atomic, write_text_atomic
 
 METHODS = ("lora", "lora_plus", "lora_ga", "lora_pro")
 LABELS = {"full": "full fine-tuning", "lora": "LoRA", "lora_plus": "LoRA+", "lora_ga": "LoRA-GA",
@@ -280,7 +280,7 @@ def plot(arms: list[Arm], path: Path) -> None:
     axes[0].legend(fontsize=7)
     fig.suptitle("digits MLP pre-trained on 0–4, fine-tuned on 5–9")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def steps_to(history: list[dict[str, float]], target: float) -> int | None:
@@ -319,7 +319,7 @@ def run(config: Config, workdir: Path) -> dict[str, Any]:
         arms.append(arm)
     plot(arms, workdir / "curves.png")
     text = table(arms, pretrained_old, config)
-    (workdir / "table.md").write_text(text)
+    write_text_atomic(workdir / "table.md", text)
     write_json_atomic(workdir / "curves.json", {arm.name: arm.history for arm in arms})
     print(text)
     results: dict[str, Any] = {"pretrained_old_task_accuracy": pretrained_old}

@@ -53,7 +53,7 @@ from matplotlib.figure import Figure
 from jaxlab.data import digits_split, load_digits
 from jaxlab.linalg import cr_approx, interpolative, randomized_svd, truncated_svd
 from jaxlab.nn import ClassifierMLP
-from jaxlab.train import Experiment, TrainConfig, named_key, write_json_atomic
+from jaxlab.train import Experiment, TrainConfig, named_key, save_figure, write_json_atomic, write_text_atomic
 
 METHODS = ("tsvd", "rsvd", "id", "cr")
 LABELS = {"tsvd": "truncated SVD", "rsvd": "randomized SVD", "id": "interpolative (pivoted QR)", "cr": "CR sampling"}
@@ -198,7 +198,7 @@ def plot(rows: list[dict[str, Any]], matrices: list[str], path: Path, *, field: 
         ax.grid(alpha=0.3, which="both")
     axes[0][min(1, len(panels) - 1)].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def table(rows: list[dict[str, Any]], shapes: dict[str, tuple[int, int]]) -> str:
@@ -220,7 +220,7 @@ def run(config: Config, workdir: Path) -> dict[str, Any]:
     plot(rows, list(matrices), workdir / "errors_vs_rank.png", field="error", ylabel="")
     plot(rows, list(matrices), workdir / "time_vs_rank.png", field="ms", ylabel="ms per call (fastest)")
     text = table(rows, shapes)
-    (workdir / "table.md").write_text(text)
+    write_text_atomic(workdir / "table.md", text)
     write_json_atomic(workdir / "curves.json", {"shapes": shapes, "rows": rows})
     print(text)
     results: dict[str, Any] = {"mlp_test_accuracy": accuracy}

@@ -83,8 +83,10 @@ from jaxlab.train import (
     NonFiniteLossError,
     TrainConfig,
     init_state,
+    save_figure,
     train_step,
     write_json_atomic,
+    write_text_atomic,
 )
 
 OPTIMIZERS = ("adamw", "muon", "muon_spectral")
@@ -298,7 +300,7 @@ def plot_curves(arms: dict[str, Arm], target: float, path: Path, *, x: str) -> N
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def _fmt(value, spec: str) -> str:
@@ -335,7 +337,7 @@ def run(config: Config, workdir: Path) -> dict[str, Any]:
     plot_curves(arms, target, workdir / "loss_vs_step.png", x="step")
     plot_curves(arms, target, workdir / "loss_vs_time.png", x="seconds")
     table = target_table(arms, target, config)
-    (workdir / "steps_to_target.md").write_text(table)
+    write_text_atomic(workdir / "steps_to_target.md", table)
     write_json_atomic(workdir / "curves.json", {name: arm.history for name, arm in arms.items()})
     print(table)
 

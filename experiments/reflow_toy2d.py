@@ -32,7 +32,7 @@ from jaxlab.generative import RectifiedFlow, ode_log_likelihood, sample_ode, sch
 from jaxlab.generative.reflow import ReFlow, generate_couplings, straightness
 from jaxlab.nn import TimeMLP
 from jaxlab.recipes import toy2d
-from jaxlab.train import Experiment, adamw_with_warmup, named_key, restore_params, train, write_json_atomic
+from jaxlab.train import Experiment, adamw_with_warmup, is_writer, named_key, restore_params, save_figure, train, write_json_atomic, write_text_atomic
 
 STEP_COUNTS = (1, 2, 4, 8, 32, 128)
 STAGES = ("before", "after")
@@ -97,7 +97,7 @@ def plot_samples(samples: np.ndarray, path: Path) -> None:
     ax.scatter(samples[:, 0], samples[:, 1], s=1.5, alpha=0.6)
     ax.set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title="2-rectified flow samples")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def make_evaluators(apply_fn, config: Config) -> dict:
@@ -134,7 +134,7 @@ def _report(results: dict, samples: dict, data: np.ndarray, counts: tuple[int, .
         f"1-step ratio before/after: {results['energy_1step_ratio']:.1f}x; noise {results['energy_noise']:.4f}, "
         f"data-vs-data {results['energy_data']:.4f}; true NLL {results['nll_true_nats']}"
     )
-    (workdir / "reflow_table.md").write_text("Energy distance of Euler samples to fresh data\n\n" + "\n".join(lines) + f"\n\n{footer}\n")
+    write_text_atomic(workdir / "reflow_table.md", "Energy distance of Euler samples to fresh data\n\n" + "\n".join(lines) + f"\n\n{footer}\n")
 
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
@@ -145,7 +145,7 @@ def _report(results: dict, samples: dict, data: np.ndarray, counts: tuple[int, .
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(workdir / "energy_vs_steps.png", dpi=120)
+    save_figure(fig, workdir / "energy_vs_steps.png", dpi=120)
 
     shown = tuple(k for k in (1, 2, 8, 128) if k in counts) or counts[:4]
     fig = Figure(figsize=(2.6 * (1 + len(shown)), 5.4))
@@ -156,7 +156,7 @@ def _report(results: dict, samples: dict, data: np.ndarray, counts: tuple[int, .
             ax.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal", xticks=[], yticks=[])
             ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(workdir / "samples.png", dpi=110)
+    save_figure(fig, workdir / "samples.png", dpi=110)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float | None]:
@@ -187,7 +187,8 @@ def run(config: Config, workdir: Path) -> dict[str, float | None]:
     results["energy_1step_ratio"] = results["energy_1step_before"] / max(results["energy_1step_after"], 1e-12)
     results["nll_true_nats"] = TRUE_NLL.get(config.dataset)
     _report(results, samples, data, config.step_counts, workdir)
-    print((workdir / "reflow_table.md").read_text())
+    if is_writer():  # only process 0 wrote it
+        print((workdir / "reflow_table.md").read_text())
     return results
 
 

@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from jaxlab.data import digits_split, epoch_permutation_batch, load_mnist
 from jaxlab.ssm import SSMClassifier, ssm_adamw
 from jaxlab.tasks import SequenceClassifier
-from jaxlab.train import Experiment, TrainConfig, train
+from jaxlab.train import Experiment, TrainConfig, save_figure, train
 
 NUM_CLASSES = 10
 
@@ -182,7 +182,7 @@ def plot_predictions(probs: np.ndarray, x: np.ndarray, labels: np.ndarray, path:
         title = f"pred {probs[i].argmax()} / true {labels[i]}"
         axes[0, i].set_title(title, fontsize=8, color="red" if wrong else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 def run(config: Config, workdir: Path) -> dict[str, Any]:

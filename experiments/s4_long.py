@@ -61,7 +61,7 @@ from matplotlib.figure import Figure
 
 from jaxlab.ssm import S4Block, ssm_adamw
 from jaxlab.tasks import WeightedRegression
-from jaxlab.train import Experiment, TrainConfig, named_key, train
+from jaxlab.train import Experiment, TrainConfig, named_key, save_figure, train
 
 ADDING_CHANCE_MSE = 1.0 / 6.0  # Var(v1 + v2), v ~ U(0, 1): predicting the mean target 1
 ADDING_WINDOWED_MSE = 1.0 / 12.0  # Var(v1): the first marked value lies outside any window W <= L/2
@@ -243,7 +243,7 @@ def plot_predictions(config: Config, test: dict, predictions: np.ndarray, path: 
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7, loc="upper left", ncol=4)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def run(config: Config, workdir: Path) -> dict[str, Any]:

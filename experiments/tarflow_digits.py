@@ -33,14 +33,13 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib.image
 import numpy as np
 from matplotlib.figure import Figure
 
 from jaxlab.data import NUM_LEVELS, digits_split, digits_to_unit, epoch_permutation_batch, unit_to_digits
 from jaxlab.generative import TarFlow
 from jaxlab.nn import CausalTransformer
-from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, named_key, restore_params, train
+from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, named_key, restore_params, save_figure, save_image, train
 
 NUM_CLASSES = 10
 BIN_WIDTH = 2.0 / (NUM_LEVELS - 1)  # spacing of the 17 levels on [-1, 1]
@@ -116,7 +115,7 @@ def plot_samples(samples: np.ndarray, path: Path) -> None:
     for i, image in enumerate(samples):
         r, c = divmod(i, NUM_CLASSES)
         canvas[r * 9 : r * 9 + 8, c * 9 : c * 9 + 8] = image
-    matplotlib.image.imsave(path, canvas, cmap="gray_r", vmin=0, vmax=16)
+    save_image(path, canvas, cmap="gray_r", vmin=0, vmax=16)
 
 
 def class_log_likelihoods(method: TarFlow, params, images: np.ndarray, *, key: jax.Array, draws: int) -> np.ndarray:
@@ -170,7 +169,7 @@ def _plot_grids(grids: dict[str, np.ndarray], path: Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float]:

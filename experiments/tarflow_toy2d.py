@@ -38,7 +38,7 @@ from jaxlab.eval import energy_distance
 from jaxlab.generative import RectifiedFlow, TarFlow, ode_log_likelihood, schedules
 from jaxlab.nn import CausalTransformer, TimeMLP
 from jaxlab.recipes import toy2d
-from jaxlab.train import Experiment, adamw_with_warmup, named_key, restore_params, train
+from jaxlab.train import Experiment, adamw_with_warmup, named_key, restore_params, save_array, save_figure, train
 
 TRUE_ENTROPY = {"checkerboard": math.log(6.0)}  # nats; closed forms where known
 
@@ -95,7 +95,7 @@ def plot_samples(samples: np.ndarray, path: Path) -> None:
     ax.scatter(samples[:, 0], samples[:, 1], s=1.5, alpha=0.6)
     ax.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal", title="TARFLOW samples")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def _plot(data: np.ndarray, samples: np.ndarray, density: np.ndarray, extent: float, path: Path) -> None:
@@ -107,7 +107,7 @@ def _plot(data: np.ndarray, samples: np.ndarray, density: np.ndarray, extent: fl
     axes[2].imshow(density, origin="lower", extent=(-extent, extent, -extent, extent), cmap="magma")
     axes[2].set_title("exact model density")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def run(config: Config, workdir: Path) -> dict[str, float | None]:
@@ -145,7 +145,7 @@ def run(config: Config, workdir: Path) -> dict[str, float | None]:
         "density_grid_mass": float(density.sum() * (grid[1] - grid[0]) ** 2),
         "nll_flow_ode": flow_reference_nll(config, workdir, held_out) if config.compare_flow else None,
     }
-    np.save(workdir / "samples.npy", samples)
+    save_array(workdir / "samples.npy", samples)
     _plot(np.asarray(held_out), samples, density, extent, workdir / "samples.png")
     truth = results["nll_true_entropy"]
     truth = "unknown" if truth is None else f"{truth:.4f}"

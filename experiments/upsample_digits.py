@@ -34,7 +34,7 @@ from jaxlab.eval.features import classify_digits, digits_frechet_distance
 from jaxlab.generative import sample_ddim, sample_ddpm, uniform_times
 from jaxlab.generative.upsample_guidance import OUTPUT_PREDICTION, average_pool, upsample_guidance
 from jaxlab.recipes import digits
-from jaxlab.train import Experiment, named_key, write_json_atomic
+from jaxlab.train import Experiment, is_writer, named_key, save_array, write_json_atomic, write_text_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +81,7 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
     for name, weight in (("plain", 0.0), ("guided", config.guidance)):
         images = sample_upsampled(method, params, config, labels, guidance=weight)
         panels[name] = (to_levels(images, config.factor), np.asarray(unit_to_digits(images), np.float32))
-        np.save(workdir / f"samples_{name}_{8 * config.factor}.npy", images)
+        save_array(workdir / f"samples_{name}_{8 * config.factor}.npy", images)
 
     results = {}
     for name, (levels, _) in panels.items():
@@ -91,13 +91,14 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
     lines = ["| samples | classifier accuracy | feature-Fréchet (proxy) |", "|---|---|---|"]
     lines += [f"| {name} | {results[f'accuracy_{name}']:.3f} | {results[f'frechet_{name}']:.3f} |" for name in panels]
     title = f"upsample-digits: {8 * config.factor}x{8 * config.factor} samples pooled to 8x8 vs test digits"
-    (workdir / "upsample_table.md").write_text(title + "\n\n" + "\n".join(lines) + "\n")
+    write_text_atomic(workdir / "upsample_table.md", title + "\n\n" + "\n".join(lines) + "\n")
     side = 8 * config.factor
     digits.plot_grids(
         {"8x8 model": panels["8x8"][1], f"{side}x{side}, no guidance": panels["plain"][1], f"{side}x{side}, upsample guidance": panels["guided"][1]},
         workdir / "upsample_grid.png",
     )
-    print((workdir / "upsample_table.md").read_text())
+    if is_writer():  # only process 0 wrote it
+        print((workdir / "upsample_table.md").read_text())
     return results
 
 

@@ -50,7 +50,7 @@ from matplotlib.figure import Figure
 
 from jaxlab import quant
 from jaxlab.data import digits_split, digits_to_unit, epoch_permutation_batch
-from jaxlab.train import Experiment, check_fields, named_key, write_json_atomic
+from jaxlab.train import Experiment, check_fields, named_key, save_figure, write_json_atomic, write_text_atomic
 
 METHODS = ("ste", "ste_restart", "rotation", "simvq", "fsq")
 
@@ -246,7 +246,7 @@ def plot_reconstructions(rows: dict[str, np.ndarray], path: Path) -> None:
         ax.set_title(title, fontsize=8, loc="left")
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
 
 
 def write_table(table: dict[str, dict], config: Config, workdir: Path) -> str:
@@ -262,7 +262,7 @@ def write_table(table: dict[str, dict], config: Config, workdir: Path) -> str:
     ]
     text = f"vq-digits: {config.num_tokens} tokens × D = {len(config.levels)}, FSQ levels {list(config.levels)}, {config.steps} steps\n\n"
     text += "\n".join(lines) + "\n\nMSE on the [-1, 1] pixel scale (PSNR peak-to-peak 2); code usage over the training set.\n"
-    (workdir / "vq_table.md").write_text(text)
+    write_text_atomic(workdir / "vq_table.md", text)
     return text
 
 

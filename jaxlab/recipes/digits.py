@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from jaxlab.data import digits_split, digits_to_unit, epoch_permutation_batch, unit_to_digits
 from jaxlab.generative import Diffusion, schedules
 from jaxlab.nn import UNet
-from jaxlab.train import TrainConfig, adamw_with_warmup, restore_params, train
+from jaxlab.train import TrainConfig, adamw_with_warmup, restore_params, save_figure, train
 
 NUM_CLASSES = 10
 BIN_WIDTH = 1.0 / 8.0  # one of 17 levels on [-1, 1] after digits_to_unit
@@ -148,4 +148,4 @@ def plot_grids(grids: dict[str, np.ndarray], path: Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)

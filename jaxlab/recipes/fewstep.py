@@ -35,7 +35,7 @@ from jaxlab.generative.consistency_distillation import ConsistencyDistillation
 from jaxlab.generative.ign import IGN
 from jaxlab.generative.shortcut import Shortcut
 from jaxlab.generative.sid import SiD
-from jaxlab.train import TrainConfig, adamw_with_warmup, check_fields, train, write_json_atomic
+from jaxlab.train import TrainConfig, adamw_with_warmup, check_fields, train, write_json_atomic, write_text_atomic
 
 METHODS = ("flow", "ct", "ict", "cd", "shortcut", "shortcut_independent", "sid", "ign")
 SHORTCUTS = ("shortcut", "shortcut_independent")
@@ -273,4 +273,4 @@ def write_tables(results: dict[str, Any], methods: tuple[str, ...], step_counts:
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     targets = [f"- {k}: {v:.3g}" for k, v in results.items() if k.startswith("target_") and v is not None]
     text = f"{title}\n\n{prefix} (wall time per sample batch)\n\n" + "\n".join(lines) + "\n\nTargets (ratios)\n\n" + "\n".join(targets) + "\n"
-    (workdir / "fewstep_table.md").write_text(text)
+    write_text_atomic(workdir / "fewstep_table.md", text)

@@ -14,7 +14,18 @@ from jaxlab.train.experiment import (
     run_experiment,
     validate_config,
 )
-from jaxlab.train.files import MetricsLog, atomic_path, is_writer, write_json_atomic, write_results
+from jaxlab.train.files import (
+    MetricsLog,
+    atomic_path,
+    is_writer,
+    save_array,
+    save_arrays,
+    save_figure,
+    save_image,
+    write_json_atomic,
+    write_results,
+    write_text_atomic,
+)
 from jaxlab.train.loop import (
     NonFiniteLossError,
     TrainingInterrupted,
@@ -61,9 +72,14 @@ __all__ = [
     "restore_params",
     "restore_state",
     "run_experiment",
+    "save_array",
+    "save_arrays",
+    "save_figure",
+    "save_image",
     "train",
     "train_step",
     "validate_config",
     "write_json_atomic",
     "write_results",
+    "write_text_atomic",
 ]

@@ -1,4 +1,4 @@
-"""Run-directory files: atomic JSON writes and the ``metrics.jsonl`` log.
+"""Run-directory files: atomic writes of JSON, text, figures and arrays, and the ``metrics.jsonl`` log.
 
 Only process 0 writes (every process of a multi-host run computes the same
 figures); on the others these functions do nothing. Files are created with
@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def _jsonable(value: Any) -> Any:
@@ -64,6 +66,42 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     if not is_writer():
         return
     _replace_atomically(Path(path), json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file renamed over it (process 0 only)."""
+    if is_writer():
+        _replace_atomically(Path(path), text)
+
+
+def save_figure(fig: Any, path: str | Path, **savefig_kwargs: Any) -> None:
+    """``fig.savefig`` to ``path`` (its suffix picks the format) through a temporary file (process 0 only)."""
+    if is_writer():
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, **savefig_kwargs)
+
+
+def save_array(path: str | Path, array: Any) -> None:
+    """``np.save`` to ``path`` (a ``.npy`` name) through a temporary file (process 0 only)."""
+    if is_writer():
+        with atomic_path(path) as tmp:
+            np.save(tmp, np.asarray(array))
+
+
+def save_arrays(path: str | Path, **arrays: Any) -> None:
+    """``np.savez`` of the named arrays to ``path`` (a ``.npz`` name) through a temporary file (process 0 only)."""
+    if is_writer():
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **{name: np.asarray(a) for name, a in arrays.items()})  # type: ignore[arg-type]  # mypy also matches **arrays against savez's allow_pickle: bool
+
+
+def save_image(path: str | Path, image: Any, **imsave_kwargs: Any) -> None:
+    """``matplotlib.image.imsave`` of a 2-D array to ``path`` through a temporary file (process 0 only)."""
+    if is_writer():
+        import matplotlib.image
+
+        with atomic_path(path) as tmp:
+            matplotlib.image.imsave(tmp, np.asarray(image), **imsave_kwargs)
 
 
 def write_results(workdir: str | Path, results: dict[str, Any]) -> Path:
