@@ -27,12 +27,14 @@ from jaxlab.train.files import (
     write_text_atomic,
 )
 from jaxlab.train.loop import (
+    Arm,
     NonFiniteLossError,
     TrainingInterrupted,
     init_state,
     restore_params,
     restore_state,
     train,
+    train_arms,
     train_step,
 )
 from jaxlab.train.optimizers import adamw_with_warmup
@@ -42,6 +44,7 @@ from jaxlab.train.state import Context, TrainState, describe_ema, ema_decay_at, 
 
 __all__ = [
     "RESUMABLE_FIELDS",
+    "Arm",
     "CheckpointError",
     "Checkpointer",
     "Context",
@@ -77,6 +80,7 @@ __all__ = [
     "save_figure",
     "save_image",
     "train",
+    "train_arms",
     "train_step",
     "validate_config",
     "write_json_atomic",

@@ -18,7 +18,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -260,36 +260,203 @@ def train(
       TrainingInterrupted: SIGINT/SIGTERM arrived (a checkpoint of the current step was written).
       CheckpointError: the run directory holds a foreign checkpoint, or none that is readable.
     """
-    workdir = Path(workdir)
-    mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
-    batch_sharding = parallel.batch_sharding(mesh)
-    first_batch = batches(0)
-    parallel.put_global_batch(first_batch, batch_sharding)  # raises on a bad batch size before any write
-    abstract, shardings = abstract_train_state(method, optimizer, first_batch, config, mesh)
-
-    if is_writer():
-        workdir.mkdir(parents=True, exist_ok=True)
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-    metrics_log = MetricsLog(workdir / "metrics.jsonl")
-    init = jax.jit(lambda b: init_state(method, optimizer, b, config.seed), out_shardings=shardings)
+    run = _Run.open(method, optimizer, batches, config, workdir, frozen=frozen, mesh=mesh, evaluate=evaluate)
+    bar = tqdm(total=config.steps, initial=run.start, unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
     try:
-        state = _resume_or_init(checkpointer, abstract, lambda: init(first_batch))
-    except BaseException:
-        checkpointer.close()
-        raise
-    start = int(state.step)
-    metrics_log.truncate_after(start)
-    write_json_atomic(workdir / "trainer.json", {"devices": len(mesh.devices.flat), "mesh": dict(mesh.shape)})
-
-    ema = (config.ema_decay, getattr(config, "ema_warmup", True))
-    step_fn = _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract))
-    try:
-        state = _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, metrics_log, progress, evaluate)
+        with StopRequest() as stop, bar:
+            run.advance(config.steps, stop, bar)
     finally:
-        checkpointer.close()
-        if is_writer() and metrics_log.path.exists():
-            plot_metrics(metrics_log.read(), workdir / "loss.png")
-    return state
+        run.close()
+    return run.state
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm of :func:`train_arms`: a method, its optimizer, and what differs from the shared configuration.
+
+    Attributes:
+      method: a method adapter.
+      optimizer: its optax optimizer.
+      config: the arm's trainer config (None: the shared one); its
+        ``steps``, ``log_every`` and ``checkpoint_every`` must equal the
+        shared ones so the arms stay in lock-step.
+      frozen: trees its loss reads but never trains.
+      evaluate: as in :func:`train`.
+    """
+
+    method: Any
+    optimizer: optax.GradientTransformation
+    config: TrainConfig | None = None
+    frozen: Any = None
+    evaluate: EvalFn | None = None
+
+
+LOCKSTEP_FIELDS = ("steps", "log_every", "checkpoint_every")
+
+
+def train_arms(
+    arms: Mapping[str, Arm],
+    batches: BatchFn,
+    config: TrainConfig,
+    workdir: str | Path,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = True,
+) -> dict[str, TrainState]:
+    """Trains several arms in lock-step on the same batches, each in ``workdir/<name>`` with :func:`train`'s guarantees.
+
+    The arms take turns, ``config.log_every`` steps each, so at any moment
+    they have trained (nearly) equally long and their logged wall times are
+    measured on the same machine state; a comparison is fair and a progress
+    bar shows all of them. Each arm checkpoints and resumes on its own (a
+    resumed run is bit-identical to an uninterrupted one); on SIGINT/SIGTERM
+    every arm writes a checkpoint of its current step before
+    :class:`TrainingInterrupted` is raised.
+
+    Returns:
+      ``{name: final train state}`` in the order of ``arms``.
+
+    Raises:
+      ValueError: no arms, a name that is not a plain directory name, or an
+        arm config whose ``steps``/``log_every``/``checkpoint_every`` differ.
+      NonFiniteLossError: an arm's loss became NaN/inf (its message names the arm).
+      TrainingInterrupted, CheckpointError: as in :func:`train`.
+    """
+    if not arms:
+        raise ValueError("arms must name at least one Arm, got none")
+    for name, arm in arms.items():
+        if not name or Path(name).name != name or name.startswith("."):
+            raise ValueError(f"arm names must be plain directory names, got {name!r}")
+        if not isinstance(arm, Arm):
+            raise TypeError(f"arms[{name!r}] must be an Arm, got {type(arm).__name__}")
+        differing = [f for f in LOCKSTEP_FIELDS if arm.config is not None and getattr(arm.config, f) != getattr(config, f)]
+        if differing:
+            raise ValueError(
+                f"arms[{name!r}].config must keep the shared {', '.join(differing)} (lock-step), got {[getattr(arm.config, f) for f in differing]}"
+            )
+    runs: dict[str, _Run] = {}
+    try:
+        for name, arm in arms.items():
+            runs[name] = _Run.open(
+                arm.method, arm.optimizer, batches, arm.config or config, Path(workdir) / name, frozen=arm.frozen, mesh=mesh, evaluate=arm.evaluate
+            )
+        total = config.steps * len(runs)
+        bar = tqdm(total=total, initial=sum(r.start for r in runs.values()), unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+        with StopRequest() as stop, bar:
+            for boundary in range(config.log_every, config.steps + config.log_every, config.log_every):
+                for name, run in runs.items():
+                    bar.set_description(name)
+                    try:
+                        run.advance(min(boundary, config.steps), stop, bar)
+                    except NonFiniteLossError as error:
+                        error.args = (f"arm {name!r}: {error.args[0]}",)
+                        raise
+                    except TrainingInterrupted:
+                        for other in runs.values():
+                            other.save()
+                        raise
+    finally:
+        for run in runs.values():
+            run.close()
+    return {name: run.state for name, run in runs.items()}
+
+
+@dataclasses.dataclass
+class _Run:
+    """One method's training in ``workdir``: its state, compiled step, checkpoints and log, advanced in stretches."""
+
+    state: TrainState
+    start: int
+    step_fn: Callable[..., Any]
+    batches: BatchFn
+    batch_sharding: jax.sharding.NamedSharding
+    frozen: Any
+    config: TrainConfig
+    workdir: Path
+    checkpointer: Checkpointer
+    log_file: MetricsLog
+    evaluate: EvalFn | None
+    means: _IntervalMeans = dataclasses.field(default_factory=_IntervalMeans)
+    interval_seconds: float = 0.0
+
+    @classmethod
+    def open(cls, method, optimizer, batches, config, workdir, *, frozen, mesh, evaluate) -> _Run:
+        """Builds or resumes the state; raises on a bad batch size before anything is written."""
+        workdir = Path(workdir)
+        mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
+        batch_sharding = parallel.batch_sharding(mesh)
+        first_batch = batches(0)
+        parallel.put_global_batch(first_batch, batch_sharding)  # raises on a bad batch size before any write
+        abstract, shardings = abstract_train_state(method, optimizer, first_batch, config, mesh)
+        if is_writer():
+            workdir.mkdir(parents=True, exist_ok=True)
+        checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+        metrics_log = MetricsLog(workdir / "metrics.jsonl")
+        init = jax.jit(lambda b: init_state(method, optimizer, b, config.seed), out_shardings=shardings)
+        try:
+            state = _resume_or_init(checkpointer, abstract, lambda: init(first_batch))
+        except BaseException:
+            checkpointer.close()
+            raise
+        start = int(state.step)
+        metrics_log.truncate_after(start)
+        write_json_atomic(workdir / "trainer.json", {"devices": len(mesh.devices.flat), "mesh": dict(mesh.shape)})
+        ema = (config.ema_decay, getattr(config, "ema_warmup", True))
+        step_fn = _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract))
+        return cls(state, start, step_fn, batches, batch_sharding, frozen, config, workdir, checkpointer, metrics_log, evaluate)
+
+    def advance(self, until: int, stop: StopRequest, bar: Any) -> None:
+        """Steps ``state.step + 1 … until``: log, checkpoint, evaluate, honour signals, stop on a non-finite loss.
+
+        Each step's loss is fetched one step late (after the next step is
+        dispatched) so the host never stalls the device, except at log and
+        checkpoint steps and at ``until``, where it is checked before
+        anything is written.
+        """
+        config, pending = self.config, None
+        resumed = time.perf_counter()
+        for step in range(int(self.state.step) + 1, until + 1):
+            batch = parallel.put_global_batch(self.batches(step - 1), self.batch_sharding)
+            self.state, metrics = self.step_fn(self.state, batch, self.frozen)
+            if pending is not None:
+                self._check(*pending)
+            pending = (step, metrics)
+            must_save = step % config.checkpoint_every == 0 or step == config.steps or stop.requested
+            if step % config.log_every == 0 or must_save or step == until:
+                self._check(*pending)
+                pending = None
+            if step % config.log_every == 0 or must_save:
+                now = time.perf_counter()
+                seconds = self.interval_seconds + now - resumed
+                record = {"step": step, **self.means.pop(), "steps_per_sec": self.means.count / max(seconds, 1e-9)}
+                if must_save and self.evaluate is not None and not stop.requested:
+                    record.update({f"eval_{k}": float(v) for k, v in self.evaluate(self.state).items()})
+                    now = time.perf_counter()  # the evaluation's time is not training time
+                resumed, self.interval_seconds = now, 0.0
+                self.log_file.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+            bar.update(1)
+            if must_save:
+                self.checkpointer.save(self.state)
+            if stop.signum is not None:
+                raise TrainingInterrupted(stop.signum, step)
+        self.interval_seconds += time.perf_counter() - resumed  # an interval split between turns counts only this run's time
+
+    def _check(self, step: int, metrics: Any) -> None:
+        host = jax.device_get(metrics)
+        loss = float(host["loss"])
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(step, loss, self.checkpointer.latest_step())
+        self.means.add(host)
+
+    def save(self) -> None:
+        """A checkpoint of the current step (a no-op if it is saved already)."""
+        self.checkpointer.save(self.state)
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        if is_writer() and self.log_file.path.exists():
+            plot_metrics(self.log_file.read(), self.workdir / "loss.png")
 
 
 def _signature(abstract: TrainState) -> tuple:
@@ -314,51 +481,3 @@ def _jitted_train_step(method, optimizer, ema, mesh, strategy, signature):
         out_shardings=(shardings, parallel.replicated(mesh)),
         donate_argnums=0,
     )
-
-
-def _run_steps(state, step_fn, batches, batch_sharding, frozen, config, start, checkpointer, log_file, progress, evaluate):
-    """Steps ``start + 1 … config.steps``: log, checkpoint, evaluate, honour signals, stop on a non-finite loss.
-
-    Each step's loss is fetched one step late (after the next step is
-    dispatched) so the host never stalls the device, except at log and
-    checkpoint steps, where it is checked before anything is written.
-    """
-    means = _IntervalMeans()
-    pending: tuple[int, Any] | None = None  # the newest step's metrics, checked one step late
-    interval_start = time.perf_counter()
-
-    def check(step: int, metrics: Any) -> dict[str, Any]:
-        host = jax.device_get(metrics)
-        loss = float(host["loss"])
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(step, loss, checkpointer.latest_step())
-        means.add(host)
-        return host
-
-    bar = tqdm(total=config.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
-    with StopRequest() as stop, bar:
-        for step in range(start + 1, config.steps + 1):
-            batch = parallel.put_global_batch(batches(step - 1), batch_sharding)
-            state, metrics = step_fn(state, batch, frozen)
-            if pending is not None:
-                check(*pending)
-            pending = (step, metrics)
-            must_save = step % config.checkpoint_every == 0 or step == config.steps or stop.requested
-            if step % config.log_every == 0 or must_save:
-                check(*pending)
-                pending = None
-                now = time.perf_counter()
-                steps_per_sec = means.count / max(now - interval_start, 1e-9)
-                record = {"step": step, **means.pop(), "steps_per_sec": steps_per_sec}
-                if must_save and evaluate is not None and not stop.requested:
-                    record.update({f"eval_{k}": float(v) for k, v in evaluate(state).items()})
-                    now = time.perf_counter()  # the evaluation's time is not training time
-                interval_start = now
-                log_file.append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
-            bar.update(1)
-            if must_save:
-                checkpointer.save(state)
-            if stop.signum is not None:
-                raise TrainingInterrupted(stop.signum, step)
-    return state
