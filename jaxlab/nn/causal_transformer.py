@@ -42,6 +42,9 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxlab.nn.kv_cache import check_room
+from jaxlab.nn.sharding import BATCH, EMBED, LENGTH, constrain
+
+SEQUENCE = (BATCH, LENGTH, EMBED)  # (b, L, w)
 
 KVCache = tuple[tuple[Array, Array], ...]  # per layer: (k, v), each (b, max_len, heads, head_dim)
 
@@ -156,9 +159,10 @@ class CausalTransformer(nn.Module):
         new_cache = []
         for layer in range(self.depth):
             h, kv = TransformerLayer(self.width, self.num_heads, self.mlp_ratio, name=f"layer_{layer}")(
-                h, cache=cache[layer] if cache is not None else None, position=position
+                constrain(h, SEQUENCE), cache=cache[layer] if cache is not None else None, position=position
             )
             new_cache.append(kv)
+        h = constrain(h, SEQUENCE)
         out = nn.Dense(self.out_features, kernel_init=nn.initializers.zeros, name="head")(nn.LayerNorm()(h))
         if cache is not None or return_cache:
             return out, tuple(new_cache)

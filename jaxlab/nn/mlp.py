@@ -10,6 +10,9 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxlab.nn.embeddings import sinusoidal_embedding
+from jaxlab.nn.sharding import BATCH, EMBED, constrain
+
+VECTOR = (BATCH, EMBED)  # (b, width)
 
 
 class ResidualBlock(nn.Module):
@@ -20,8 +23,8 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, h: Array, cond: Array) -> Array:  # (b, w), (b, c) -> (b, w)
         y = nn.LayerNorm()(h)
-        y = nn.Dense(self.width)(y) + nn.Dense(self.width)(cond)
-        y = nn.silu(y)
+        y = nn.Dense(self.width)(y) + constrain(nn.Dense(self.width)(cond), VECTOR)
+        y = nn.silu(constrain(y, VECTOR))
         y = nn.Dense(self.width, kernel_init=nn.initializers.zeros)(y)
         return h + y
 
@@ -74,10 +77,12 @@ class TimeMLP(nn.Module):
             cond = functools.reduce(jnp.add, [sinusoidal_embedding(c, self.time_features) for c in scalars])  # (b, time_features)
             if labels is not None:
                 cond = cond + nn.Embed(self.num_classes + 1, self.time_features)(labels)
-            cond = nn.Dense(self.width)(nn.silu(nn.Dense(self.width)(cond)))  # (b, w)
-        h = nn.Dense(self.width)(x)
+            hidden = constrain(nn.Dense(self.width)(constrain(cond, VECTOR)), VECTOR)
+            cond = nn.Dense(self.width)(nn.silu(hidden))  # (b, w)
+        cond = constrain(cond, VECTOR)
+        h = constrain(nn.Dense(self.width)(x), VECTOR)
         for _ in range(self.depth):
-            h = ResidualBlock(self.width)(h, cond)
+            h = constrain(ResidualBlock(self.width)(h, cond), VECTOR)
         h = nn.silu(nn.LayerNorm()(h))
         return nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros)(h)
 

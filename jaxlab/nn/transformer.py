@@ -32,6 +32,9 @@ from jaxlab.nn.attention import AttentionConfig, MultiHeadAttention
 from jaxlab.nn.kv_cache import init_cache
 from jaxlab.nn.mla import MLAConfig, MultiHeadLatentAttention
 from jaxlab.nn.rope_scaling import RopeConfig
+from jaxlab.nn.sharding import BATCH, EMBED, LENGTH, constrain
+
+ACTIVATION = (BATCH, LENGTH, EMBED)  # (b, t, D), and (b, t, V) for the logits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,12 +120,14 @@ class DecoderLM(nn.Module):
         if caches is not None and len(caches) != cfg.num_layers:
             raise ValueError(f"`caches` must hold num_layers = {cfg.num_layers} caches; got {len(caches)}.")
         h = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed")(tokens.astype(jnp.int32))  # (b, t, D)
+        h = constrain(h, ACTIVATION)
         new_caches = []
         for i in range(cfg.num_layers):
             h, cache = DecoderBlock(cfg, name=f"block_{i}")(h, None if caches is None else caches[i], positions=positions)
+            h = constrain(h, ACTIVATION)
             new_caches.append(cache)
         h = nn.RMSNorm(epsilon=cfg.norm_eps, name="final_norm")(h)
-        logits = nn.Dense(cfg.vocab_size, use_bias=False, name="unembed")(h).astype(jnp.float32)
+        logits = constrain(nn.Dense(cfg.vocab_size, use_bias=False, name="unembed")(h).astype(jnp.float32), ACTIVATION)
         return logits, None if caches is None else tuple(new_caches)
 
 

@@ -22,6 +22,9 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxlab.nn.embeddings import sinusoidal_embedding
+from jaxlab.nn.sharding import BATCH, EMBED, HEIGHT, WIDTH, constrain
+
+IMAGE = (BATCH, HEIGHT, WIDTH, EMBED)  # (b, H, W, c)
 
 
 class ConditionedResBlock(nn.Module):
@@ -33,7 +36,8 @@ class ConditionedResBlock(nn.Module):
     @nn.compact
     def __call__(self, h: Array, cond: Array) -> Array:  # (b, H, W, c_in), (b, e) -> (b, H, W, channels)
         y = nn.Conv(self.channels, (3, 3))(nn.silu(nn.GroupNorm(num_groups=self.groups)(h)))
-        scale, shift = jnp.split(nn.Dense(2 * self.channels)(nn.silu(cond)), 2, axis=-1)  # (b, channels) each
+        film = constrain(nn.Dense(2 * self.channels)(nn.silu(cond)), (BATCH, EMBED))
+        scale, shift = jnp.split(film, 2, axis=-1)  # (b, channels) each
         y = nn.GroupNorm(num_groups=self.groups)(y) * (1.0 + scale[:, None, None]) + shift[:, None, None]
         y = nn.Conv(self.channels, (3, 3), kernel_init=nn.initializers.zeros)(nn.silu(y))
         skip = h if h.shape[-1] == self.channels else nn.Conv(self.channels, (1, 1))(h)
@@ -73,21 +77,24 @@ class UNet(nn.Module):
     def __call__(self, x: Array, t: Array, labels: Array | None = None) -> Array:  # (b, H, W, c), (b,), (b,)
         self._check(x, labels)
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1])
-        cond = nn.Dense(self.embed_dim)(nn.silu(nn.Dense(self.embed_dim)(sinusoidal_embedding(t, self.time_features))))
+        features = constrain(sinusoidal_embedding(t, self.time_features), (BATCH, EMBED))
+        cond = nn.Dense(self.embed_dim)(nn.silu(constrain(nn.Dense(self.embed_dim)(features), (BATCH, EMBED))))
         if self.num_classes:
             cond = cond + nn.Embed(self.num_classes + 1, self.embed_dim)(labels)  # (b, e)
+        cond = constrain(cond, (BATCH, EMBED))
 
         h = nn.Conv(self.channels[0], (3, 3))(x)
         skips = []
         for level, width in enumerate(self.channels):
             for _ in range(self.blocks_per_level):
-                h = ConditionedResBlock(width, self.groups)(h, cond)
+                h = constrain(ConditionedResBlock(width, self.groups)(h, cond), IMAGE)
             skips.append(h)
             if level < len(self.channels) - 1:
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
-        h = ConditionedResBlock(self.channels[-1], self.groups)(h, cond)
+        h = constrain(ConditionedResBlock(self.channels[-1], self.groups)(h, cond), IMAGE)
         for level in reversed(range(len(self.channels))):
             h = ConditionedResBlock(self.channels[level], self.groups)(jnp.concatenate([h, skips[level]], axis=-1), cond)
+            h = constrain(h, IMAGE)
             if level > 0:
                 b, height, width, c = h.shape
                 h = jax.image.resize(h, (b, 2 * height, 2 * width, c), method="nearest")

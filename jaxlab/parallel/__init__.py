@@ -4,6 +4,7 @@ from jaxlab.parallel.distributed import initialize_arguments, is_multiprocess_en
 from jaxlab.parallel.mesh import (
     STRATEGIES,
     Strategy,
+    activation_rules,
     batch_sharding,
     fsdp_spec,
     make_mesh,
@@ -15,6 +16,7 @@ from jaxlab.parallel.mesh import (
 __all__ = [
     "STRATEGIES",
     "Strategy",
+    "activation_rules",
     "batch_sharding",
     "fsdp_spec",
     "initialize_arguments",

@@ -7,9 +7,11 @@ with in/out shardings. Two strategies:
 * ``"dp"``   — data parallel: mesh shape (n, 1); the batch is split over all
   devices and parameters/optimizer state are replicated.
 * ``"fsdp"`` — fully sharded data parallel: mesh shape (1, n); the batch is
-  split the same way and every parameter and optimizer-state leaf is sharded
-  along its largest axis divisible by n (leaves with no such axis stay
-  replicated).
+  split the same way and every matrix or larger parameter and optimizer-state
+  leaf is sharded along its largest axis divisible by n (vectors and leaves
+  with no such axis stay replicated). Activations stay split by the batch:
+  networks name their axes (:mod:`jaxlab.nn.sharding`) and the trainer traces
+  its step under :func:`activation_rules`.
 
 In both cases the batch's leading axis is split over ``("data", "fsdp")``, so
 the global batch size must be divisible by the number of devices.
@@ -23,6 +25,8 @@ from typing import Any, Literal
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxlab.nn.sharding import BATCH, EMBED, HEIGHT, LENGTH, WIDTH
 
 Strategy = Literal["dp", "fsdp"]
 STRATEGIES: tuple[str, ...] = ("dp", "fsdp")
@@ -49,6 +53,11 @@ def make_mesh(strategy: Strategy = "dp", devices: Sequence[jax.Device] | None = 
     return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
 
 
+def activation_rules() -> tuple[tuple[str, Any], ...]:
+    """Flax logical-axis rules for activations (:mod:`jaxlab.nn.sharding`): the batch over every device, the rest whole."""
+    return ((BATCH, BATCH_AXES), (LENGTH, None), (EMBED, None), (HEIGHT, None), (WIDTH, None))
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Sharding of a batch: leading axis split over every device."""
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
@@ -62,10 +71,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def fsdp_spec(shape: Sequence[int], num_shards: int) -> PartitionSpec:
     """Partition spec sharding the largest axis divisible by ``num_shards``.
 
-    Ties go to the earlier axis. Scalars and leaves with no divisible axis are
-    replicated.
+    Ties go to the earlier axis. Scalars, vectors (biases, norm scales: their
+    gathers cost a collective each for next to no memory) and leaves with no
+    divisible axis are replicated.
     """
-    if num_shards <= 1:
+    if num_shards <= 1 or len(shape) < 2:
         return PartitionSpec()
     divisible = [(size, -axis) for axis, size in enumerate(shape) if size % num_shards == 0]
     if not divisible:

@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 from jaxlab.testing.causality import assert_causal
+from jaxlab.testing.collectives import Collective, collectives
 from jaxlab.testing.fields import (
     gaussian_flow_velocity,
     gaussian_log_density,
@@ -34,12 +35,14 @@ from jaxlab.testing.tracing import assert_max_traces, clear_trace_counter, jit_w
 _STRATEGIES = ("arrays", "few_shapes", "prng_keys", "pytrees")
 
 __all__ = [
+    "Collective",
     "assert_causal",
     "assert_close_up_to_rounding",
     "assert_max_traces",
     "attention_from_logits",
     "causal_mask",
     "clear_trace_counter",
+    "collectives",
     "dot_product_attention",
     "gaussian_flow_velocity",
     "gaussian_log_density",

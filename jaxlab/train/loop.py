@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 import optax
@@ -476,8 +477,11 @@ def _jitted_train_step(method, optimizer, ema, mesh, strategy, signature):
     treedef, leaves = signature
     abstract = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves])
     shardings = parallel.state_shardings(abstract, mesh, strategy)
-    return jax.jit(
-        functools.partial(train_step, method, optimizer, ema_decay, ema_warmup=ema_warmup),
-        out_shardings=(shardings, parallel.replicated(mesh)),
-        donate_argnums=0,
-    )
+    step = functools.partial(train_step, method, optimizer, ema_decay, ema_warmup=ema_warmup)
+
+    def constrained_step(state: TrainState, batch: Batch, frozen: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        # Traced under the mesh and the activation rules: the networks' logical names become sharding constraints.
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(parallel.activation_rules()):
+            return step(state, batch, frozen)
+
+    return jax.jit(constrained_step, out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)

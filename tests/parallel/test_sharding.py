@@ -21,6 +21,7 @@ from tests.train.tiny import tiny_setup
         ((3, 5), PartitionSpec()),
         ((), PartitionSpec()),
         ((3, 8), PartitionSpec(None, "fsdp")),
+        ((256,), PartitionSpec()),  # a bias: gathering it costs more than it saves
     ],
 )
 def test_fsdp_spec_picks_the_largest_divisible_axis(shape, expected):
