@@ -56,7 +56,9 @@ class Method(Protocol):
     optimizers also defines ``init_opt_state(params)`` and
     ``train_step(params, opt_state, batch, *, key, ctx) -> (params, opt_state, metrics)``
     (see :class:`OwnTrainStep`); a method with an exact likelihood defines
-    ``log_prob(params, x) -> (b,)``.
+    ``log_prob(params, x) -> (b,)``. A method initialized from a frozen tree
+    (SiD from its teacher) takes it as ``init(key, batch, *, frozen)``; the
+    trainer passes its ``frozen`` argument to such an ``init``.
     """
 
     def init(self, key: jax.Array, batch: Batch) -> Params: ...

@@ -175,15 +175,14 @@ class SiD:
     """Method adapter: SiD with alternating fake-score / generator updates (two Adam optimizers).
 
     Params are ``{"generator": …, "fake": …}``, both initialized from the
-    teacher (``teacher_init()``); the teacher itself arrives in ``ctx.frozen``
-    at every step. Batches only set the batch size (``{"x": (b, *data_shape)}``).
+    teacher, which :meth:`init` takes as ``frozen`` (the trainer passes its
+    ``frozen`` tree, as an argument of the jitted init, never a constant);
+    the teacher arrives in ``ctx.frozen`` at every step too. Batches only set the batch size (``{"x": (b, *data_shape)}``).
 
     Attributes:
       apply_fn: velocity network ``apply_fn(params, x_t, t)`` (teacher, fake and generator).
-      init_fn: ``init_fn(key, x, t) -> params`` used when ``teacher_init`` is None.
+      init_fn: ``init_fn(key, x, t) -> params``, used when :meth:`init` gets no teacher.
       data_shape: shape of one example.
-      teacher_init: zero-argument callable returning the teacher's parameters
-        (a callable, so the adapter stays hashable under jit).
       alpha: SiD's α.
       generator_time: the fixed time ``t_g`` the generator uses; 0.714 is the
         paper's σ_init = 2.5 on the straight path (t = σ/(1 + σ)). With
@@ -204,7 +203,6 @@ class SiD:
     apply_fn: ApplyFn
     init_fn: Callable[..., Params]
     data_shape: tuple[int, ...]
-    teacher_init: Callable[[], Params] | None = None
     alpha: float = 1.2
     generator_time: float = 0.714
     t_min: float = 0.02
@@ -229,10 +227,10 @@ class SiD:
 
         return adam(self.generator_lr), adam(self.fake_lr)
 
-    def init(self, key: Array, batch: dict[str, Array]) -> Params:
-        if self.teacher_init is not None:
-            teacher = self.teacher_init()
-            return {"generator": jax.tree.map(jnp.asarray, teacher), "fake": jax.tree.map(jnp.asarray, teacher)}
+    def init(self, key: Array, batch: dict[str, Array], *, frozen: Params | None = None) -> Params:
+        """Generator and fake score as copies of the teacher ``frozen`` (fresh ``init_fn`` networks without one)."""
+        if frozen is not None:
+            return {"generator": jax.tree.map(jnp.asarray, frozen), "fake": jax.tree.map(jnp.asarray, frozen)}
         x = batch["x"]
         gen_key, fake_key = jax.random.split(key)
         t = jnp.zeros(x.shape[:1])

@@ -150,7 +150,7 @@ def allowed_steps(name: str, step_counts: tuple[int, ...], shortcut_max_steps: i
     return tuple(step_counts)
 
 
-def build_method(name: str, nets: Networks, config: Any, teacher: Any = None) -> tuple[Any, optax.GradientTransformation]:
+def build_method(name: str, nets: Networks, config: Any) -> tuple[Any, optax.GradientTransformation]:
     """The adapter of ``name`` and the optimizer the trainer gets (unused by own-``train_step`` methods)."""
     optimizer = adamw_with_warmup(config)
     apply_v, init_v = nets.velocity
@@ -173,12 +173,9 @@ def build_method(name: str, nets: Networks, config: Any, teacher: Any = None) ->
                         bootstrap_fraction=shortcut.bootstrap_fraction, bootstrap_target=shortcut.bootstrap_target,
                         coupling=shortcut.coupling, large_step_bias=shortcut.large_step_bias), optimizer  # fmt: skip
     if name == "sid":
-        teacher_host = None if teacher is None else jax.device_get(teacher)
         sid = config.sid
         method = SiD(
-            apply_fn=apply_v, init_fn=init_v, data_shape=shape,
-            teacher_init=None if teacher_host is None else (lambda: teacher_host),
-            alpha=sid.alpha, generator_time=sid.generator_time, t_min=sid.t_min, t_max=sid.t_max,
+            apply_fn=apply_v, init_fn=init_v, data_shape=shape, alpha=sid.alpha, generator_time=sid.generator_time, t_min=sid.t_min, t_max=sid.t_max,
             generator_lr=sid.generator_lr, fake_lr=sid.fake_lr, fake_steps=sid.fake_steps, weighting=sid.weighting,
         )  # fmt: skip
         return method, optimizer
@@ -206,7 +203,7 @@ def train_methods(config: Any, workdir: Path, nets: Networks, batches: Callable[
     trained: dict[str, Trained] = {}
     teacher = None
     for name in order:
-        method, optimizer = build_method(name, nets, config, teacher)
+        method, optimizer = build_method(name, nets, config)
         frozen = teacher if name in NEEDS_TEACHER else None
         state = train(method, optimizer, batches, method_config(name, config), Path(workdir) / name, frozen=frozen, progress=progress)
         if name == "flow":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import math
 import time
@@ -64,14 +65,20 @@ def has_own_train_step(method: Any) -> bool:
     return callable(getattr(method, "train_step", None))
 
 
-def init_state(method: Any, optimizer: optax.GradientTransformation, batch: Batch, seed: int) -> TrainState:
+def _init_takes_frozen(method: Any) -> bool:
+    return "frozen" in inspect.signature(method.init).parameters
+
+
+def init_state(method: Any, optimizer: optax.GradientTransformation, batch: Batch, seed: int, frozen: Any = None) -> TrainState:
     """Initial parameters, optimizer state and EMA for ``method`` (pure; jit it).
 
     Parameters come from the stream ``named_key(seed, "init")`` and the
     per-step keys from ``named_key(seed, "train")``; experiments draw their
-    data and evaluation streams under other names.
+    data and evaluation streams under other names. ``frozen`` reaches a
+    method whose ``init`` takes it (SiD starts from its teacher).
     """
-    params = method.init(named_key(seed, "init"), batch)
+    key = named_key(seed, "init")
+    params = method.init(key, batch, frozen=frozen) if _init_takes_frozen(method) else method.init(key, batch)
     opt_state = method.init_opt_state(params) if has_own_train_step(method) else optimizer.init(params)
     return TrainState.create(params, opt_state, key=named_key(seed, "train"))
 
@@ -393,9 +400,9 @@ class _Run:
             workdir.mkdir(parents=True, exist_ok=True)
         checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
         metrics_log = MetricsLog(workdir / "metrics.jsonl")
-        init = jax.jit(lambda b: init_state(method, optimizer, b, config.seed), out_shardings=shardings)
+        init = jax.jit(lambda b, f: init_state(method, optimizer, b, config.seed, f), out_shardings=shardings)
         try:
-            state = _resume_or_init(checkpointer, abstract, lambda: init(first_batch))
+            state = _resume_or_init(checkpointer, abstract, lambda: init(first_batch, frozen))
         except BaseException:
             checkpointer.close()
             raise

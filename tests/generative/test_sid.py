@@ -12,7 +12,7 @@ import pytest
 from jaxlab import testing
 from jaxlab.generative.sid import SiD, generate, sid_fake_score_loss, sid_generator_loss_terms, velocity_to_x0
 from jaxlab.nn import TimeMLP
-from jaxlab.train import TrainConfig, train
+from jaxlab.train import TrainConfig, init_state, train
 from jaxlab.train.state import Context
 
 
@@ -157,7 +157,7 @@ def test_alternating_train_step_runs_in_the_trainer_and_updates_both_networks(tm
     net = TimeMLP(width=16, depth=1)
     x = np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32)
     teacher = jax.device_get(net.init(jax.random.key(7), x, np.zeros(32, np.float32)))
-    method = SiD(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), teacher_init=lambda: teacher, fake_steps=2)
+    method = SiD(apply_fn=net.apply, init_fn=net.init, data_shape=(2,), fake_steps=2)
     config = TrainConfig(steps=3, batch_size=32, checkpoint_every=3, log_every=1, warmup_steps=0)
     state = train(method, optax.identity(), lambda step: {"x": x}, config, tmp_path, frozen=teacher, progress=False)
     assert int(state.step) == 3
@@ -185,3 +185,23 @@ def test_alternating_train_step_runs_in_the_trainer_and_updates_both_networks(tm
     ctx_free = dataclasses.replace(method)
     with pytest.raises(ValueError, match="ctx.frozen"):
         ctx_free.loss(state.params, {"x": x}, key=jax.random.key(0), ctx=Context(step=jnp.zeros((), jnp.int32), ema_params=None))
+
+
+def test_the_trainer_initializes_both_networks_from_the_teacher_as_an_argument_not_a_constant():
+    net = TimeMLP(width=16, depth=1)
+    x = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+    teacher = net.init(jax.random.key(7), x, np.zeros(8, np.float32))
+    method = SiD(apply_fn=net.apply, init_fn=net.init, data_shape=(2,))
+    batch = {"x": x}
+    init = jax.jit(lambda b, f: init_state(method, optax.identity(), b, 0, f))
+    state = init(batch, teacher)
+    for name in ("generator", "fake"):
+        for a, b in zip(jax.tree.leaves(state.params[name]), jax.tree.leaves(teacher), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    def baked_kernels(lowered_text: str) -> int:
+        return sum("stablehlo.constant" in line and "tensor<16x16xf32>" in line for line in lowered_text.splitlines())
+
+    assert baked_kernels(init.lower(batch, teacher).as_text()) == 0
+    closed_over = jax.jit(lambda b: init_state(method, optax.identity(), b, 0, teacher))
+    assert baked_kernels(closed_over.lower(batch).as_text()) > 0  # what a closure (the old teacher_init) compiles to
