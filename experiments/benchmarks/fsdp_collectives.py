@@ -26,8 +26,7 @@ from jaxlab.nn.attention import AttentionConfig
 from jaxlab.nn.transformer import TransformerConfig
 from jaxlab.tasks import LanguageModel
 from jaxlab.testing import collectives
-from jaxlab.train import TrainConfig, adamw_with_warmup
-from jaxlab.train.loop import _jitted_train_step, _signature, abstract_train_state
+from jaxlab.train import TrainConfig, adamw_with_warmup, compile_train_step
 
 BATCH = 16
 KINDS = ("all-gather", "all-reduce", "all-to-all")
@@ -46,16 +45,6 @@ def models() -> dict:
     }
 
 
-def compiled_step(method, batch, strategy: str):
-    config = TrainConfig(batch_size=BATCH, strategy=strategy)
-    optimizer = adamw_with_warmup(config)
-    mesh = parallel.make_mesh(strategy)
-    abstract, _ = abstract_train_state(method, optimizer, batch, config, mesh)
-    step = _jitted_train_step(method, optimizer, (0.999, True), mesh, strategy, _signature(abstract))
-    sharding = parallel.batch_sharding(mesh)
-    return step.lower(abstract, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), batch), None).compile()
-
-
 def census(hlo: str) -> tuple[collections.Counter, int]:
     """Counts per collective kind, and how many carry a floating (BATCH, ...) activation."""
     moved = collectives(hlo)
@@ -68,7 +57,8 @@ def main() -> None:
     print("|---|---|" + "---|" * (len(KINDS) + 2))
     for name, (method, batch) in models().items():
         for strategy in parallel.STRATEGIES:
-            compiled = compiled_step(method, batch, strategy)
+            config = TrainConfig(batch_size=BATCH, strategy=strategy)
+            compiled = compile_train_step(method, adamw_with_warmup(config), batch, config)
             kinds, activations = census(compiled.as_text())
             temp = compiled.memory_analysis().temp_size_in_bytes / 1e6
             print(f"| {name} | {strategy} | " + " | ".join(str(kinds[k]) for k in KINDS) + f" | {activations} | {temp:.1f} |")

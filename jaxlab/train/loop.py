@@ -146,6 +146,24 @@ def abstract_train_state(
     return with_shardings, shardings
 
 
+def compile_train_step(
+    method: Any, optimizer: optax.GradientTransformation, batch: Batch, config: TrainConfig, *, mesh: jax.sharding.Mesh | None = None
+) -> jax.stages.Compiled:
+    """The step :func:`train` runs, compiled for ``batch``'s shapes without running it (nothing is allocated).
+
+    For reading what a configuration costs before launching it:
+    ``.memory_analysis()``, ``.cost_analysis()``, or the collectives of
+    ``.as_text()`` (:func:`jaxlab.testing.collectives`).
+    """
+    mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
+    abstract, _ = abstract_train_state(method, optimizer, batch, config, mesh)
+    ema = (config.ema_decay, getattr(config, "ema_warmup", True))
+    step = _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract))
+    sharding = parallel.batch_sharding(mesh)
+    global_batch = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype, sharding=sharding), batch)
+    return step.lower(abstract, global_batch, None).compile()
+
+
 def restore_state(
     method: Any,
     optimizer: optax.GradientTransformation,

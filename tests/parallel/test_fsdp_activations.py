@@ -22,8 +22,7 @@ from jaxlab.nn.sharding import EMBED, constrain
 from jaxlab.nn.transformer import TransformerConfig
 from jaxlab.tasks import LanguageModel
 from jaxlab.testing import collectives
-from jaxlab.train import TrainConfig, adamw_with_warmup
-from jaxlab.train.loop import _jitted_train_step, _signature, abstract_train_state
+from jaxlab.train import TrainConfig, adamw_with_warmup, compile_train_step
 
 BATCH = 16
 
@@ -47,13 +46,7 @@ def _byte_lm():
 def step_hlo(method, batch, strategy: str) -> str:
     """The optimized HLO of the trainer's jitted step on the 8-device mesh."""
     config = TrainConfig(batch_size=BATCH, strategy=strategy)
-    optimizer = adamw_with_warmup(config)
-    mesh = parallel.make_mesh(strategy)
-    abstract, _ = abstract_train_state(method, optimizer, batch, config, mesh)
-    step = _jitted_train_step(method, optimizer, (0.999, True), mesh, strategy, _signature(abstract))
-    sharding = parallel.batch_sharding(mesh)
-    global_batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), batch)
-    return step.lower(abstract, global_batch, None).compile().as_text()
+    return compile_train_step(method, adamw_with_warmup(config), batch, config).as_text()
 
 
 @pytest.mark.parametrize("build", [_time_mlp, _digits_unet, _byte_lm], ids=["time_mlp", "digits_unet", "byte_lm"])
