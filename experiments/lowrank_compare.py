@@ -5,7 +5,8 @@ Matrices:
 * ``digits``: the embedded digits data matrix, ``(1797, 64)``, pixel levels / 16;
 * ``weight``: the hidden-to-hidden kernel ``Dense_1/kernel`` ``(width, width)`` of a
   small digits MLP (64 → width → width → 10) trained here for ``steps`` Adam
-  steps (seconds on a CPU; the trained test accuracy is reported).
+  steps by :func:`jaxlab.train.train` in ``workdir/mlp`` (resumable; seconds on
+  a CPU; the trained test accuracy is reported).
 
 Methods, each at every rank ``k`` in ``ranks``:
 
@@ -53,7 +54,8 @@ from matplotlib.figure import Figure
 from jaxlab.data import digits_split, load_digits
 from jaxlab.linalg import cr_approx, interpolative, randomized_svd, truncated_svd
 from jaxlab.nn import ClassifierMLP
-from jaxlab.train import Experiment, TrainConfig, named_key, save_figure, write_json_atomic, write_text_atomic
+from jaxlab.tasks import Classifier
+from jaxlab.train import Experiment, TrainConfig, named_key, save_figure, train, write_json_atomic, write_text_atomic
 
 METHODS = ("tsvd", "rsvd", "id", "cr")
 LABELS = {"tsvd": "truncated SVD", "rsvd": "randomized SVD", "id": "interpolative (pivoted QR)", "cr": "CR sampling"}
@@ -96,27 +98,21 @@ class Config(TrainConfig):
             raise ValueError(f"ranks must be non-empty ints in [1, min(64, width) = {limit}], got {self.ranks!r}")
 
 
-def train_weight(config: Config) -> tuple[np.ndarray, float]:
-    """Trains the MLP with Adam on the digits train split; returns ``Dense_1/kernel`` and test accuracy."""
+def train_weight(config: Config, workdir: Path) -> tuple[np.ndarray, float]:
+    """Trains the MLP with Adam on the digits train split (in ``workdir/mlp``, resumable); returns ``Dense_1/kernel`` and test accuracy."""
     split = digits_split(seed=0)
-    scale = lambda im: jnp.asarray(im.reshape(len(im), -1), jnp.float32) / 8.0 - 1.0
-    x, y = scale(split["train_images"]), jnp.asarray(split["train_labels"])
+    scale = lambda im: im.reshape(len(im), -1).astype(np.float32) / 8.0 - 1.0
+    x, y = scale(split["train_images"]), np.asarray(split["train_labels"])
     net = ClassifierMLP(config.width)  # the lora-compare network (64 → width → width → 10)
-    params = net.init(named_key(config.seed, "init"), x[:1])
-    opt = optax.adam(config.learning_rate)
-
-    def loss(p, xb, yb):
-        return optax.softmax_cross_entropy_with_integer_labels(net.apply(p, xb), yb).mean()
-
-    def body(carry, key):
-        p, s = carry
-        idx = jax.random.choice(key, x.shape[0], (config.batch_size,), replace=False)
-        g = jax.grad(loss)(p, x[idx], y[idx])
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
-
     keys = jax.random.split(named_key(config.seed, "batches"), config.steps)
-    (params, _), _ = jax.jit(lambda c: jax.lax.scan(body, c, keys))((params, opt.init(params)))
+    choose = jax.jit(lambda key: jax.random.choice(key, x.shape[0], (config.batch_size,), replace=False))
+
+    def batches(step: int) -> dict[str, np.ndarray]:
+        index = np.asarray(choose(keys[step]))
+        return {"x": x[index], "y": y[index]}
+
+    state = train(Classifier(apply_fn=net.apply, init_fn=net.init), optax.adam(config.learning_rate), batches, config, Path(workdir) / "mlp")
+    params = jax.device_get(state.params)
     logits = net.apply(params, scale(split["test_images"]))
     accuracy = float(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(split["test_labels"])))
     return np.asarray(params["params"]["Dense_1"]["kernel"]), accuracy
@@ -213,7 +209,7 @@ def table(rows: list[dict[str, Any]], shapes: dict[str, tuple[int, int]]) -> str
 def run(config: Config, workdir: Path) -> dict[str, Any]:
     workdir = Path(workdir)
     images, _ = load_digits()
-    weight, accuracy = train_weight(config)
+    weight, accuracy = train_weight(config, workdir)
     matrices = {"digits": images.reshape(len(images), -1).astype(np.float32) / 16.0, "weight": weight}
     rows = [row for name, m in matrices.items() for row in evaluate(name, m, config)]
     shapes = {name: tuple(m.shape) for name, m in matrices.items()}
@@ -239,6 +235,5 @@ EXPERIMENTS = [
         description="truncated/randomized SVD, interpolative decomposition, CR sampling: error and time vs rank",
         config=Config(),
         run=run,
-        sharded_fields=(),  # no trainer: nothing is split over the devices
     )
 ]
