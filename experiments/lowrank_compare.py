@@ -105,11 +105,11 @@ def train_weight(config: Config, workdir: Path) -> tuple[np.ndarray, float]:
     x, y = scale(split["train_images"]), np.asarray(split["train_labels"])
     net = ClassifierMLP(config.width)  # the lora-compare network (64 → width → width → 10)
     keys = jax.random.split(named_key(config.seed, "batches"), config.steps)
-    choose = jax.jit(lambda key: jax.random.choice(key, x.shape[0], (config.batch_size,), replace=False))
+    choose = jax.vmap(lambda key: jax.random.choice(key, x.shape[0], (config.batch_size,), replace=False))
+    indices = np.asarray(jax.jit(choose)(keys))  # (steps, batch), drawn once rather than one device call per step
 
     def batches(step: int) -> dict[str, np.ndarray]:
-        index = np.asarray(choose(keys[step]))
-        return {"x": x[index], "y": y[index]}
+        return {"x": x[indices[step]], "y": y[indices[step]]}
 
     state = train(Classifier(apply_fn=net.apply, init_fn=net.init), optax.adam(config.learning_rate), batches, config, Path(workdir) / "mlp")
     params = jax.device_get(state.params)

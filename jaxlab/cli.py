@@ -280,17 +280,11 @@ def _type_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
-def _field_lines(config: Any, prefix: str = "") -> list[str]:
+def _field_lines(config: Any) -> list[str]:
     """One line per field; a nested group's fields by dotted name (``sid.alpha``), as ``--set`` takes them."""
-    hints = typing.get_type_hints(type(config))
-    lines = []
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if dataclasses.is_dataclass(value):
-            lines += _field_lines(value, f"{prefix}{field.name}.")
-        else:
-            lines.append(f"  {prefix + field.name:<28} {_type_name(hints[field.name]):<40} = {value!r}")
-    return lines
+    from jaxlab.train.experiment import config_fields
+
+    return [f"  {name:<28} {_type_name(hint):<40} = {value!r}" for name, value, hint in config_fields(config)]
 
 
 def cmd_list() -> None:

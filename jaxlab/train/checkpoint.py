@@ -26,8 +26,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import flax.serialization
 import jax
@@ -39,6 +40,7 @@ from jaxlab.train.unraisable import ignore_unraisable
 
 log = logging.getLogger("jaxlab.train")
 
+T = TypeVar("T")
 FORMAT = 2  # the named layout; manifests without "format" are the flat layout (1)
 
 
@@ -177,13 +179,7 @@ class Checkpointer:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
         expected_tree = _storable_abstract(abstract_state)
         expected = _manifest(expected_tree)
-        try:
-            with _quiet_absl():
-                found = self._manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
-            found = found["manifest"]
-            leaves, layout = found["leaves"], found.get("format", 1)
-        except Exception as error:
-            raise UnreadableCheckpointError(step, f"manifest: {short_reason(error)}") from error
+        leaves, layout = self._read_manifest(step)
         _check_manifest(leaves, expected, where=f"{self.directory} step {step}")
         targets = _named(expected_tree) if layout >= FORMAT else _flat(expected_tree)
         try:
@@ -209,13 +205,21 @@ class Checkpointer:
           CheckpointError: no checkpoint at all, none readable (each one's
             reason listed), or a checkpoint of another configuration.
         """
+        return self.newest_readable(lambda step: self.restore(abstract_state, step))
+
+    def newest_readable(self, read: Callable[[int], T]) -> tuple[T, list[UnreadableCheckpointError]]:
+        """``read(step)`` of the newest step it can read, and the errors of the newer steps it could not.
+
+        Raises:
+          CheckpointError: no checkpoint at all, or none readable (each one's reason listed).
+        """
         steps = self.all_steps()
         if not steps:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
         skipped: list[UnreadableCheckpointError] = []
         for step in reversed(steps):
             try:
-                return self.restore(abstract_state, step), skipped
+                return read(step), skipped
             except UnreadableCheckpointError as error:
                 skipped.append(error)
         reasons = "; ".join(f"step {e.step}: {e.reason}" for e in skipped)
@@ -223,6 +227,15 @@ class Checkpointer:
             f"no readable checkpoint in {self.directory} ({reasons}). Nothing was changed; "
             "the files may be damaged or not written by jaxlab. Train into a new --workdir."
         )
+
+    def _read_manifest(self, step: int) -> tuple[list[dict[str, Any]], int]:
+        """One step's manifest: its leaves and its layout format (1: flat, 2: named)."""
+        try:
+            with _quiet_absl():
+                found = self._manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
+            return found["manifest"]["leaves"], found["manifest"].get("format", 1)
+        except Exception as error:  # any failure to read means a damaged step directory
+            raise UnreadableCheckpointError(step, f"manifest: {short_reason(error)}") from error
 
     def restore_field(self, field: str, step: int, sharding: jax.sharding.Sharding) -> Any:
         """One field of a stored state (``"ema_params"``, ``"params"``) alone, as nested dicts, placed by ``sharding``.
@@ -233,12 +246,7 @@ class Checkpointer:
         Raises:
           UnreadableCheckpointError: a damaged step, or one without ``field``.
         """
-        try:
-            with _quiet_absl():
-                found = self._manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
-            leaves, layout = found["manifest"]["leaves"], found["manifest"].get("format", 1)
-        except Exception as error:
-            raise UnreadableCheckpointError(step, f"manifest: {short_reason(error)}") from error
+        leaves, layout = self._read_manifest(step)
         prefix = f".{field}"
         wanted = [(i, leaf) for i, leaf in enumerate(leaves) if leaf["path"].startswith((prefix + "[", prefix + "."))]
         if not wanted:

@@ -15,7 +15,7 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,16 +122,20 @@ def config_from_dict(default: Any, values: dict[str, Any]) -> Any:
     return dataclasses.replace(default, **{name: convert(name, value) for name, value in values.items()})
 
 
-def flat_fields(config: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"steps": 1000, ..., "sid.alpha": 1.2, ...}``: every field, nested groups by dotted name (as ``--set`` takes them)."""
-    flat: dict[str, Any] = {}
+def config_fields(config: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """``(name, value, type hint)`` of every field, a nested group's fields by dotted name (``sid.alpha``), as ``--set`` takes them."""
+    hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            flat.update(flat_fields(value, f"{prefix}{field.name}."))
+            yield from config_fields(value, f"{prefix}{field.name}.")
         else:
-            flat[f"{prefix}{field.name}"] = value
-    return flat
+            yield f"{prefix}{field.name}", value, hints[field.name]
+
+
+def flat_fields(config: Any) -> dict[str, Any]:
+    """``{"steps": 1000, ..., "sid.alpha": 1.2, ...}``: every field by its :func:`config_fields` name."""
+    return {name: value for name, value, _ in config_fields(config)}
 
 
 def read_run_config(experiment: Experiment, workdir: str | Path) -> Any:

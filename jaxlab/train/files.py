@@ -12,7 +12,7 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,34 +74,34 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         _replace_atomically(Path(path), text)
 
 
-def save_figure(fig: Any, path: str | Path, **savefig_kwargs: Any) -> None:
-    """``fig.savefig`` to ``path`` (its suffix picks the format) through a temporary file (process 0 only)."""
+def _write_through_temporary(path: str | Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then renamed over it (process 0 only)."""
     if is_writer():
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, **savefig_kwargs)
+            write(tmp)
+
+
+def save_figure(fig: Any, path: str | Path, **savefig_kwargs: Any) -> None:
+    """``fig.savefig`` to ``path`` (its suffix picks the format) through a temporary file (process 0 only)."""
+    _write_through_temporary(path, lambda tmp: fig.savefig(tmp, **savefig_kwargs))
 
 
 def save_array(path: str | Path, array: Any) -> None:
     """``np.save`` to ``path`` (a ``.npy`` name) through a temporary file (process 0 only)."""
-    if is_writer():
-        with atomic_path(path) as tmp:
-            np.save(tmp, np.asarray(array))
+    _write_through_temporary(path, lambda tmp: np.save(tmp, np.asarray(array)))
 
 
 def save_arrays(path: str | Path, **arrays: Any) -> None:
     """``np.savez`` of the named arrays to ``path`` (a ``.npz`` name) through a temporary file (process 0 only)."""
-    if is_writer():
-        with atomic_path(path) as tmp:
-            np.savez(tmp, **{name: np.asarray(a) for name, a in arrays.items()})  # type: ignore[arg-type]  # mypy also matches **arrays against savez's allow_pickle: bool
+    named = {name: np.asarray(a) for name, a in arrays.items()}
+    _write_through_temporary(path, lambda tmp: np.savez(tmp, **named))  # type: ignore[arg-type]  # mypy also matches **named against savez's allow_pickle: bool
 
 
 def save_image(path: str | Path, image: Any, **imsave_kwargs: Any) -> None:
     """``matplotlib.image.imsave`` of a 2-D array to ``path`` through a temporary file (process 0 only)."""
-    if is_writer():
-        import matplotlib.image
+    import matplotlib.image
 
-        with atomic_path(path) as tmp:
-            matplotlib.image.imsave(tmp, np.asarray(image), **imsave_kwargs)
+    _write_through_temporary(path, lambda tmp: matplotlib.image.imsave(tmp, np.asarray(image), **imsave_kwargs))
 
 
 def write_results(workdir: str | Path, results: dict[str, Any]) -> Path:

@@ -157,8 +157,7 @@ def compile_train_step(
     """
     mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
     abstract, _ = abstract_train_state(method, optimizer, batch, config, mesh)
-    ema = (config.ema_decay, getattr(config, "ema_warmup", True))
-    step = _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract))
+    step = _step_for(method, optimizer, config, mesh, abstract)
     sharding = parallel.batch_sharding(mesh)
     global_batch = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype, sharding=sharding), batch)
     return step.lower(abstract, global_batch, None).compile()
@@ -210,32 +209,25 @@ def restore_params(workdir: str | Path, *, ema: bool = True, sharding: jax.shard
         sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ("devices",)), jax.sharding.PartitionSpec())
     checkpointer = Checkpointer(directory)
     try:
-        skipped: list[UnreadableCheckpointError] = []
-        for step in reversed(checkpointer.all_steps()):
-            try:
-                params = checkpointer.restore_field(field, step, sharding)
-            except UnreadableCheckpointError as error:
-                skipped.append(error)
-                continue
-            for newer in skipped:
-                log.warning("%s; falling back to step %d, the newest readable checkpoint, which is intact (nothing was changed)", newer, step)
-            log.info("loaded checkpoint step %d from %s (%s only)", step, checkpointer.directory, field)
-            return params
+        (step, params), skipped = checkpointer.newest_readable(lambda step: (step, checkpointer.restore_field(field, step, sharding)))
     finally:
         checkpointer.close()
-    reasons = "; ".join(f"step {e.step}: {e.reason}" for e in skipped) or "none"
-    raise CheckpointError(f"no readable checkpoint in {checkpointer.directory} (unreadable: {reasons}). Nothing was changed.")
+    for error in skipped:
+        _warn_fell_back(error, step, aftermath=" (nothing was changed)")
+    log.info("loaded checkpoint step %d from %s (%s only)", step, checkpointer.directory, field)
+    return params
+
+
+def _warn_fell_back(error: UnreadableCheckpointError, step: int, *, aftermath: str) -> None:
+    log.warning("%s; falling back to step %d, the newest readable checkpoint, which is intact%s", error, step, aftermath)
 
 
 def _restore_newest(checkpointer: Checkpointer, abstract: TrainState, *, set_aside: bool) -> TrainState:
     """The newest readable checkpoint, warning about each unreadable newer one (moved aside if ``set_aside``)."""
     state, skipped = checkpointer.restore_newest_readable(abstract)
     for error in skipped:
-        if set_aside:
-            aftermath = f". The unreadable one was moved to {checkpointer.set_aside(error.step)}."
-        else:
-            aftermath = " (nothing was changed)"
-        log.warning("%s; falling back to step %d, the newest readable checkpoint, which is intact%s", error, int(state.step), aftermath)
+        aftermath = f". The unreadable one was moved to {checkpointer.set_aside(error.step)}." if set_aside else " (nothing was changed)"
+        _warn_fell_back(error, int(state.step), aftermath=aftermath)
     return state
 
 
@@ -427,8 +419,7 @@ class _Run:
         start = int(state.step)
         metrics_log.truncate_after(start)
         write_json_atomic(workdir / "trainer.json", {"devices": len(mesh.devices.flat), "mesh": dict(mesh.shape)})
-        ema = (config.ema_decay, getattr(config, "ema_warmup", True))
-        step_fn = _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract))
+        step_fn = _step_for(method, optimizer, config, mesh, abstract)
         return cls(state, start, step_fn, batches, batch_sharding, frozen, config, workdir, checkpointer, metrics_log, evaluate)
 
     def advance(self, until: int, stop: StopRequest, bar: Any) -> None:
@@ -483,6 +474,12 @@ class _Run:
         self.checkpointer.close()
         if is_writer() and self.log_file.path.exists():
             plot_metrics(self.log_file.read(), self.workdir / "loss.png")
+
+
+def _step_for(method: Any, optimizer: optax.GradientTransformation, config: TrainConfig, mesh: jax.sharding.Mesh, abstract: TrainState) -> Any:
+    """The jitted step of ``config``'s EMA and strategy for a state laid out as ``abstract``."""
+    ema = (config.ema_decay, getattr(config, "ema_warmup", True))
+    return _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract))
 
 
 def _signature(abstract: TrainState) -> tuple:
