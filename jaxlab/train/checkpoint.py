@@ -106,8 +106,9 @@ def _silence_late_read_callbacks() -> None:
     Orbax runs a restore's reads on an event loop that it closes as soon as
     one read fails; TensorStore then reports every other read's completion
     callback as an unraisable error, dozens of tracebacks after the one error
-    that is reported. Only that exact error is dropped; installed once, on
-    the first failed read.
+    that is reported, some of them before the failure reaches the caller.
+    Only that exact error is dropped; installed before every read (a no-op
+    when the filter is already in place).
     """
     ignore_unraisable(_is_closed_loop_callback)
 
@@ -182,12 +183,12 @@ class Checkpointer:
         leaves, layout = self._read_manifest(step)
         _check_manifest(leaves, expected, where=f"{self.directory} step {step}")
         targets = _named(expected_tree) if layout >= FORMAT else _flat(expected_tree)
+        _silence_late_read_callbacks()
         try:
             with _quiet_absl():
                 restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(targets)))
             restored = restored["state"]
         except Exception as error:
-            _silence_late_read_callbacks()
             raise UnreadableCheckpointError(step, short_reason(error)) from error
         if layout >= FORMAT:
             state = flax.serialization.from_state_dict(expected_tree, restored)
@@ -263,13 +264,13 @@ class Checkpointer:
             target = {f"{i:05d}": abstract(leaf) for i, leaf in wanted}
         reader = ocp.CheckpointManager(self.directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()})
         restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
+        _silence_late_read_callbacks()
         try:
             with _quiet_absl():
                 restored = reader.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)))[
                     "state"
                 ]
         except Exception as error:
-            _silence_late_read_callbacks()
             raise UnreadableCheckpointError(step, short_reason(error)) from error
         finally:
             reader.close()
