@@ -28,7 +28,10 @@ measures what is left of the features). Outputs:
 ``curves.png`` (new-task held-out accuracy and loss vs step), ``table.md``,
 ``curves.json``, ``results.json`` (``final_accuracy_{arm}``, ``final_loss_{arm}``,
 ``old_task_accuracy_{arm}``, ``steps_to_target_{arm}`` (first evaluation at or
-above ``target_accuracy``), ``trainable_params_{arm}``, ``train_seconds_{arm}``).
+above ``target_accuracy``), ``trainable_params_{arm}``, ``train_seconds_{arm}``),
+and the trainer's files of the pre-training (``pretrain/``) and of each arm
+(``<arm>/``): the arms are :func:`jaxlab.train.train_arms` arms in lock-step,
+so an interrupted run resumes.
 
 Defaults: every arm uses Adam at 3e-3 (full fine-tuning at 1e-3 adapted more
 slowly to the same final accuracy, see ``docs/results.md``; nothing else was swept),
@@ -46,9 +49,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,9 @@ from jaxlab.optim import (
     lora_pro_adam,
     lora_scale,
 )
-from jaxlab.train import Experiment, TrainConfig, named_key, save_figure, write_json_atomic, write_text_atomic
+from jaxlab.tasks import Classifier, FineTune
+from jaxlab.train import Arm as TrainerArm
+from jaxlab.train import Experiment, MetricsLog, TrainConfig, named_key, save_figure, train, train_arms, write_json_atomic, write_text_atomic
 
 METHODS = ("lora", "lora_plus", "lora_ga", "lora_pro")
 LABELS = {"full": "full fine-tuning", "lora": "LoRA", "lora_plus": "LoRA+", "lora_ga": "LoRA-GA",
@@ -81,7 +83,9 @@ class Config(TrainConfig):
     """lora-compare configuration (``steps``, ``batch_size``, ``learning_rate``, ``seed`` from TrainConfig).
 
     ``learning_rate`` is the Adam rate of every LoRA arm (of ``a`` for LoRA+);
-    ``warmup_steps``, ``ema_decay``, checkpoint and logging fields are unused.
+    ``warmup_steps`` and ``ema_decay`` are unused; ``log_every`` and
+    ``checkpoint_every`` are replaced by ``eval_every`` and ``steps`` (one
+    checkpoint per arm, at the end).
 
     Attributes:
       ranks: adapter ranks to compare.
@@ -96,6 +100,7 @@ class Config(TrainConfig):
     """
 
     steps: int = 300
+    steps_per_execution: int = 10
     batch_size: int = 64
     learning_rate: float = 3e-3
     warmup_steps: int = 0
@@ -154,20 +159,25 @@ def batch_indices(n: int, steps: int, batch: int, seed: int) -> np.ndarray:
     return order[: steps * batch].reshape(steps, batch).astype(np.int32)
 
 
-def pretrain(net: ClassifierMLP, data, config: Config):
-    x, y = jnp.asarray(data["train_old_x"]), jnp.asarray(data["train_old_y"])
-    params = net.init(named_key(config.seed, "init"), x[:1])
-    opt = optax.adam(config.pretrain_learning_rate)
-    idx = jnp.asarray(batch_indices(len(x), config.pretrain_steps, config.batch_size, config.seed + 1))
+def batches_of(x: np.ndarray, y: np.ndarray, idx: np.ndarray):
+    """``step -> {"x", "y"}`` host batches of the ``(steps, batch)`` indices ``idx``."""
+    return lambda step: {"x": x[idx[step]], "y": y[idx[step]]}
 
-    def body(carry, i):
-        p, s = carry
-        g = jax.grad(lambda p: xent(net.apply(p, x[i]), y[i]))(p)
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
 
-    (params, _), _ = jax.jit(lambda c: jax.lax.scan(body, c, idx))((params, opt.init(params)))
-    return params
+def trainer_config(config: Config) -> Config:
+    """Fine-tuning: a log line with an evaluation every ``eval_every`` steps, one checkpoint at the end."""
+    return dataclasses.replace(config, log_every=config.eval_every, checkpoint_every=config.steps)
+
+
+def pretrain(net: ClassifierMLP, data, config: Config, workdir: Path):
+    """Adam on classes 0–4 (``workdir/pretrain``, resumable); returns the trained variables."""
+    x, y = data["train_old_x"], data["train_old_y"]
+    idx = batch_indices(len(x), config.pretrain_steps, config.batch_size, config.seed + 1)
+    steps = config.pretrain_steps  # in one dispatch, logged and checkpointed once
+    pretrain_config = dataclasses.replace(config, steps=steps, log_every=steps, checkpoint_every=steps, steps_per_execution=steps)
+    method = Classifier(apply_fn=net.apply, init_fn=net.init)
+    state = train(method, optax.adam(config.pretrain_learning_rate), batches_of(x, y, idx), pretrain_config, workdir / "pretrain", progress=False)
+    return state.params
 
 
 @dataclasses.dataclass
@@ -175,35 +185,40 @@ class Arm:
     name: str
     method: str
     rank: int | None
-    assemble: Callable  # trainable -> dense params
-    trainable: Any
+    adapter: FineTune
+    frozen: dict[str, Any]  # {"base": never trained, "start": the trainable tree at step 0}
     optimizer: optax.GradientTransformation
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
+    trainable: Any = None
+
+    @property
+    def seconds(self) -> float:
+        return self.history[-1]["seconds"]
 
 
 def build_arm(method: str, rank: int | None, net: ClassifierMLP, pretrained, data, config: Config) -> Arm:
-    """Trainable tree, optimizer and ``assemble`` (trainable -> dense params) of one arm."""
+    """The adapter, frozen weights, starting trainable tree and optimizer of one arm."""
+    task = Classifier(apply_fn=net.apply, init_fn=net.init)
     name = "full" if method == "full" else f"{method}_r{rank}"
     if method == "full":
-        return Arm(name, method, None, lambda t: t, pretrained, optax.adam(config.full_learning_rate))
+        adapter = FineTune(task, lambda trainable, base: trainable)
+        return Arm(name, method, None, adapter, {"base": {}, "start": pretrained}, optax.adam(config.full_learning_rate))
     scale = lora_scale(rank, config.alpha, rslora=config.rslora)
-    frozen = pretrained
+    base = pretrained
     if method == "lora_ga":
         x, y = jnp.asarray(data["train_new_x"]), jnp.asarray(data["train_new_y"])
         idx = batch_indices(len(x), config.ga_batches, config.batch_size, config.seed + 2)
         grad = jax.jit(jax.grad(lambda p, i: xent(net.apply(p, x[i]), y[i])))
         grads = [grad(pretrained, jnp.asarray(i)) for i in idx]
         mean = jax.tree_util.tree_map(lambda *g: sum(g) / len(g), *grads)
-        frozen, adapters = lora_ga_init(pretrained, mean, rank, scale=scale, gamma=config.ga_gamma,
-                                        predicate=hidden_kernels)  # fmt: skip
+        base, adapters = lora_ga_init(pretrained, mean, rank, scale=scale, gamma=config.ga_gamma,
+                                      predicate=hidden_kernels)  # fmt: skip
     else:
         adapters = lora_init(pretrained, rank, key=named_key(config.seed, f"lora/{rank}"), predicate=hidden_kernels)
-    trainable = {"lora": adapters, "head": pretrained["params"]["head"]}
 
-    def assemble(t, frozen=frozen, scale=scale):
-        merged = lora_merge(jax.lax.stop_gradient(frozen), t["lora"], scale=scale)
-        return {"params": {**merged["params"], "head": t["head"]}}
+    def assemble(trainable, base, scale=scale):
+        merged = lora_merge(base, trainable["lora"], scale=scale)
+        return {"params": {**merged["params"], "head": trainable["head"]}}
 
     if method == "lora_plus":
         optimizer = lora_plus(optax.adam, config.learning_rate, ratio=config.lora_plus_ratio)
@@ -211,54 +226,52 @@ def build_arm(method: str, rank: int | None, net: ClassifierMLP, pretrained, dat
         optimizer = lora_pro_adam(config.learning_rate, scale=scale)
     else:
         optimizer = optax.adam(config.learning_rate)
-    return Arm(name, method, rank, assemble, trainable, optimizer)
+    start = {"lora": adapters, "head": pretrained["params"]["head"]}
+    return Arm(name, method, rank, FineTune(task, assemble), {"base": base, "start": start}, optimizer)
 
 
 def count(tree) -> int:
     return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
-def run_arm(arm: Arm, net: ClassifierMLP, data, idx: np.ndarray, config: Config) -> None:
-    x, y = jnp.asarray(data["train_new_x"]), jnp.asarray(data["train_new_y"])
+def evaluator(arm: Arm, net: ClassifierMLP, data):
+    """``trainable -> {new_loss, new_accuracy, old_loss, old_accuracy}`` on the held-out splits."""
     tests = {k: (jnp.asarray(data[f"test_{k}_x"]), jnp.asarray(data[f"test_{k}_y"])) for k in ("new", "old")}
-    opt = arm.optimizer
-
-    def chunk(carry, steps_idx):
-        def body(carry, i):
-            t, s = carry
-            loss, g = jax.value_and_grad(lambda t: xent(net.apply(arm.assemble(t), x[i]), y[i]))(t)
-            u, s = opt.update(g, s, t)
-            return (optax.apply_updates(t, u), s), loss
-
-        return jax.lax.scan(body, carry, steps_idx)
 
     @jax.jit
-    def evaluate(t):
+    def evaluate(trainable, frozen):
         out = {}
         for k, (tx, ty) in tests.items():
-            logits = net.apply(arm.assemble(t), tx)
+            logits = net.apply(arm.adapter.weights(trainable, frozen), tx)
             if k == "old":  # task-aware: which of 0–4 (the 10-way head forgets old classes entirely)
                 logits = logits[:, :5]
             out[f"{k}_loss"], out[f"{k}_accuracy"] = xent(logits, ty), jnp.mean(jnp.argmax(logits, -1) == ty)
         return out
 
-    points = sorted({0, *range(config.eval_every, config.steps, config.eval_every), config.steps})
-    chunk = jax.jit(chunk)
-    carry = (arm.trainable, opt.init(arm.trainable))
-    for a, b in itertools.pairwise(points):  # compile every chunk length before timing
-        chunk.lower(carry, jnp.asarray(idx[a:b])).compile()
+    return lambda trainable: {k: float(v) for k, v in jax.device_get(evaluate(trainable, arm.frozen)).items()}
 
-    def record(step, train_loss):
-        m = jax.device_get(evaluate(carry[0]))
-        arm.history.append({"step": step, "train_loss": train_loss, **{k: float(v) for k, v in m.items()}})
 
-    record(0, float("nan"))
-    for a, b in itertools.pairwise(points):
-        start = time.perf_counter()
-        carry, losses = jax.block_until_ready(chunk(carry, jnp.asarray(idx[a:b])))
-        arm.seconds += time.perf_counter() - start
-        record(b, float(losses[-1]))
-    arm.trainable = carry[0]
+def fine_tune(arms: list[Arm], net: ClassifierMLP, data, config: Config, workdir: Path) -> None:
+    """Trains every arm in lock-step (:func:`jaxlab.train.train_arms`, ``workdir/<arm>``, resumable) and fills its history.
+
+    ``train_loss`` is the mean training loss over the steps since the previous evaluation.
+    """
+    x, y = data["train_new_x"], data["train_new_y"]
+    batches = batches_of(x, y, batch_indices(len(x), config.steps, config.batch_size, config.seed + 3))
+    evaluators = {arm.name: evaluator(arm, net, data) for arm in arms}
+    trainer_arms = {
+        arm.name: TrainerArm(
+            arm.adapter, arm.optimizer, frozen=arm.frozen, evaluate=lambda s, e=evaluators[arm.name]: e(s.params), evaluate_every=config.eval_every
+        )
+        for arm in arms
+    }
+    states = train_arms(trainer_arms, batches, trainer_config(config), workdir, progress=False)
+    for arm in arms:
+        log = MetricsLog(workdir / arm.name / "metrics.jsonl")
+        losses = {r["step"]: r["loss"] for r in log.read()}
+        start = {"step": 0, "seconds": 0.0, "train_loss": float("nan"), **evaluators[arm.name](arm.frozen["start"])}
+        arm.history = [start, *({**h, "train_loss": losses[h["step"]]} for h in log.evaluations())]
+        arm.trainable = states[arm.name].params
 
 
 def plot(arms: list[Arm], path: Path) -> None:
@@ -306,17 +319,12 @@ def run(config: Config, workdir: Path) -> dict[str, Any]:
     workdir = Path(workdir)
     data = load_data()
     net = ClassifierMLP(config.width)
-    pretrained = pretrain(net, data, config)
+    pretrained = pretrain(net, data, config, workdir)
     logits = net.apply(pretrained, jnp.asarray(data["test_old_x"]))
     pretrained_old = float(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(data["test_old_y"])))
-    idx = batch_indices(len(data["train_new_x"]), config.steps, config.batch_size, config.seed + 3)
     specs = [("full", None)] + [(m, r) for r in config.ranks for m in METHODS]
-    arms = []
-    for method, rank in specs:
-        arm = build_arm(method, rank, net, pretrained, data, config)
-        run_arm(arm, net, data, idx, config)
-        print(f"{arm.name}: accuracy {arm.history[-1]['new_accuracy']:.4f} loss {arm.history[-1]['new_loss']:.4f}")
-        arms.append(arm)
+    arms = [build_arm(method, rank, net, pretrained, data, config) for method, rank in specs]
+    fine_tune(arms, net, data, config, workdir)
     plot(arms, workdir / "curves.png")
     text = table(arms, pretrained_old, config)
     write_text_atomic(workdir / "table.md", text)
@@ -340,6 +348,6 @@ EXPERIMENTS = [
         description="full fine-tuning vs LoRA, LoRA+, LoRA-GA, LoRA-Pro (digits 0–4 → 5–9): accuracy/loss curves",
         config=Config(),
         run=run,
-        sharded_fields=(),  # no trainer: nothing is split over the devices
+        sharded_fields=("batch_size",),
     )
 ]

@@ -17,10 +17,11 @@ batch sequence, for the same number of steps and the same schedule shape
   singular value of each hidden matrix.
 
 Held-out cross-entropy and accuracy are evaluated every ``eval_every`` steps
-on the whole test split. The three runs advance in lock-step, one chunk (a
-jitted ``lax.scan`` of :func:`jaxlab.train.train_step`) of each in turn, so
-load from other processes falls on all three alike; wall time counts only the
-training chunks (not compilation, timed apart, nor evaluation).
+on the whole test split. The three runs are :func:`jaxlab.train.train_arms`
+arms: they advance in lock-step, ``eval_every`` steps of each in turn (one
+dispatch of ``steps_per_execution`` steps at a time), so load from other
+processes falls on all three alike; wall time counts only training (not
+compilation, evaluation or the checkpoint).
 
 Hyperparameters (defaults) come from a coarse sweep at the default budget
 (600 steps of batch 128, width 256, seed 0), each arm picked by its final
@@ -45,9 +46,9 @@ default.
 
 Outputs in the run directory: ``loss_vs_step.png``, ``loss_vs_time.png``,
 ``steps_to_target.md`` (steps and seconds each optimizer needs to reach AdamW's
-final held-out loss), ``curves.json`` (every evaluation), ``results.json``.
-No checkpoints are written: the run is a ~half-minute measurement, and
-checkpoint I/O would distort the wall-time comparison; re-running repeats it.
+final held-out loss), ``curves.json`` (every evaluation), ``results.json``,
+and each arm's trainer files in ``<optimizer>/`` (``metrics.jsonl``, one
+checkpoint at the end or at Ctrl-C, from which a re-run resumes).
 
 References:
     Jordan, "Muon: An optimizer for hidden layers in neural networks", 2024.
@@ -60,31 +61,26 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
-import math
-import time
 from pathlib import Path
 from typing import Any, Literal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from jaxlab.data import digits_split, epoch_permutation_batch
 from jaxlab.nn import ClassifierMLP
 from jaxlab.optim import muon
 from jaxlab.tasks import Classifier
 from jaxlab.train import (
+    Arm,
     Experiment,
-    NonFiniteLossError,
+    MetricsLog,
     TrainConfig,
     init_state,
     save_figure,
-    train_step,
+    train_arms,
     write_json_atomic,
     write_text_atomic,
 )
@@ -100,9 +96,9 @@ class Config(TrainConfig):
 
     ``seed`` sets the initial parameters (shared by the three arms) and the
     batch order; ``learning_rate`` is AdamW's peak rate (the baseline, and the
-    AdamW branch of both Muon arms); ``ema_decay``, ``checkpoint_every``,
-    ``keep_checkpoints``, ``log_every`` and ``strategy`` are not used (no
-    checkpoints, one device).
+    AdamW branch of both Muon arms); ``log_every`` and ``checkpoint_every``
+    are replaced by ``eval_every`` and ``steps`` (one checkpoint, at the end);
+    ``ema_decay`` is not used (evaluations read the trained parameters).
 
     Attributes:
       weight_decay: decoupled weight decay of AdamW (and of the AdamW branch).
@@ -117,6 +113,7 @@ class Config(TrainConfig):
     """
 
     steps: int = 600
+    steps_per_execution: int = 20
     batch_size: int = 128
     learning_rate: float = 1e-2
     warmup_steps: int = 50
@@ -189,46 +186,16 @@ def batch_indices(config: Config, num_train: int) -> np.ndarray:
     return np.stack([epoch_permutation_batch(num_train, config.batch_size, seed=config.seed, step=s) for s in range(config.steps)]).astype(np.int32)
 
 
-def eval_points(config: Config) -> list[int]:
-    """The steps after which the held-out loss is measured (0, every ``eval_every``, and the last)."""
-    return sorted({0, *range(config.eval_every, config.steps, config.eval_every), config.steps})
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One optimizer's evaluations (step, training seconds so far, held-out loss/accuracy, train loss) and compile time."""
 
+    history: list[dict[str, float]]
+    compile_seconds: float
 
-@dataclasses.dataclass
-class Arm:
-    """One optimizer's run: its state, compiled chunks and evaluation history."""
-
-    name: str
-    state: Any
-    chunks: dict[int, Any]
-    compile_s: float
-    seconds: float = 0.0
-    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
-
-
-def _chunk_fn(method: Classifier, optimizer: optax.GradientTransformation):
-    """``(state, x, y, idx (k, b)) -> (state, losses (k,))``: ``k`` train steps in one ``lax.scan``."""
-    step = functools.partial(train_step, method, optimizer, 0.0)
-
-    def chunk(state, x, y, idx):
-        def body(state, i):
-            state, metrics = step(state, {"x": x[i], "y": y[i]})
-            return state, metrics["loss"]
-
-        return jax.lax.scan(body, state, idx)
-
-    return jax.jit(chunk, donate_argnums=0)
-
-
-def _start_arm(name, method, config, data, lengths, first_batch) -> Arm:
-    optimizer = build_optimizer(name, config)
-    state = jax.jit(lambda b: init_state(method, optimizer, b, config.seed))(first_batch)
-    chunk = _chunk_fn(method, optimizer)
-    start = time.perf_counter()
-    x, y = data["train_x"], data["train_y"]
-    shapes = {k: jax.ShapeDtypeStruct((k, config.batch_size), jnp.int32) for k in lengths}
-    compiled = {k: chunk.lower(state, x, y, shape).compile() for k, shape in shapes.items()}
-    return Arm(name=name, state=state, chunks=compiled, compile_s=time.perf_counter() - start)
+    @property
+    def seconds(self) -> float:
+        return self.history[-1]["seconds"]
 
 
 def first_reach(history: list[dict[str, float]], target: float, key: str = "step") -> float | None:
@@ -236,54 +203,42 @@ def first_reach(history: list[dict[str, float]], target: float, key: str = "step
     return next((h[key] for h in history if h["loss"] <= target), None)
 
 
-def train_arms(config: Config, data: dict[str, jax.Array], *, progress: bool = True) -> dict[str, Arm]:
-    """Trains every optimizer in lock-step, evaluating at :func:`eval_points`."""
-    method = build_method(config)
-    points = eval_points(config)
-    lengths = sorted({b - a for a, b in itertools.pairwise(points)})
-    idx = jnp.asarray(batch_indices(config, len(data["train_x"])))
-    first_batch = {"x": data["train_x"][idx[0]], "y": data["train_y"][idx[0]]}
-    evaluate = jax.jit(method.metrics)
-    test = {"x": data["test_x"], "y": data["test_y"]}
-    train_eval = {"x": data["train_x"], "y": data["train_y"]}
-
-    arms = {name: _start_arm(name, method, config, data, lengths, first_batch) for name in OPTIMIZERS}
-
-    def record(arm: Arm, step: int) -> None:
-        held_out, train = jax.device_get((evaluate(arm.state.params, test), evaluate(arm.state.params, train_eval)))
-        arm.history.append(
-            {
-                "step": step,
-                "seconds": arm.seconds,
-                "loss": float(held_out["loss"]),
-                "accuracy": float(held_out["accuracy"]),
-                "train_loss": float(train["loss"]),
-            }
-        )
-
-    for arm in arms.values():
-        record(arm, 0)
-    bar = tqdm(total=config.steps * len(arms), unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
-    with bar:
-        for a, b in itertools.pairwise(points):
-            for arm in arms.values():
-                bar.set_description(arm.name)
-                start = time.perf_counter()
-                arm.state, losses = arm.chunks[b - a](arm.state, data["train_x"], data["train_y"], idx[a:b])
-                jax.block_until_ready((arm.state, losses))
-                arm.seconds += time.perf_counter() - start
-                record(arm, b)
-                bad = [v for v in (float(losses[-1]), arm.history[-1]["loss"]) if not math.isfinite(v)]
-                if bad:  # the held-out loss sees the parameters after step b, the train loss before it
-                    error = NonFiniteLossError(b, bad[0], None)
-                    error.args = (f"{LABELS[arm.name]}: {error.args[0]}",)
-                    raise error
-                bar.update(b - a)
-            bar.set_postfix({name: f"{arm.history[-1]['loss']:.3f}" for name, arm in arms.items()}, refresh=False)
-    return arms
+def trainer_config(config: Config) -> Config:
+    """The trainer's view: a log line (with an evaluation) every ``eval_every`` steps, one checkpoint at the end."""
+    return dataclasses.replace(config, log_every=config.eval_every, checkpoint_every=config.steps)
 
 
-def plot_curves(arms: dict[str, Arm], target: float, path: Path, *, x: str) -> None:
+def evaluator(method: Classifier, data: dict[str, np.ndarray]):
+    """``state -> {loss, accuracy, train_loss}``: held-out figures and the loss on the whole train split."""
+    metrics = jax.jit(method.metrics)
+    test, train_all = {"x": data["test_x"], "y": data["test_y"]}, {"x": data["train_x"], "y": data["train_y"]}
+
+    def evaluate(params) -> dict[str, float]:
+        held_out, train = jax.device_get((metrics(params, test), metrics(params, train_all)))
+        return {"loss": float(held_out["loss"]), "accuracy": float(held_out["accuracy"]), "train_loss": float(train["loss"])}
+
+    return evaluate
+
+
+def train_compared(config: Config, data: dict[str, np.ndarray], workdir: Path, *, progress: bool = True) -> dict[str, Outcome]:
+    """Trains every optimizer in lock-step with :func:`jaxlab.train.train_arms` (``workdir/<optimizer>``, resumable)."""
+    method, evaluate = build_method(config), evaluator(build_method(config), data)
+    idx = batch_indices(config, len(data["train_x"]))
+    batches = lambda step: {"x": data["train_x"][idx[step]], "y": data["train_y"][idx[step]]}
+    arms = {
+        name: Arm(method, build_optimizer(name, config), evaluate=lambda state: evaluate(state.params), evaluate_every=config.eval_every) for name in OPTIMIZERS
+    }
+    train_arms(arms, batches, trainer_config(config), workdir, progress=progress)
+    initial = evaluate(jax.jit(lambda b: init_state(method, optax.identity(), b, config.seed).params)(batches(0)))  # the arms' shared start
+    outcomes = {}
+    for name in arms:
+        log = MetricsLog(workdir / name / "metrics.jsonl")
+        history = [{"step": 0, "seconds": 0.0, **initial}, *log.evaluations()]
+        outcomes[name] = Outcome(history, sum(r.get("compile_seconds", 0.0) for r in log.read()))
+    return outcomes
+
+
+def plot_curves(arms: dict[str, Outcome], target: float, path: Path, *, x: str) -> None:
     """Held-out loss (solid) and train loss (dotted) against ``x`` (``"step"`` or ``"seconds"``)."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
@@ -307,7 +262,7 @@ def _fmt(value, spec: str) -> str:
     return "never" if value is None else format(value, spec)
 
 
-def target_table(arms: dict[str, Arm], target: float, config: Config) -> str:
+def target_table(arms: dict[str, Outcome], target: float, config: Config) -> str:
     """Markdown table: steps and seconds to reach AdamW's final held-out loss, and the final figures."""
     adam = f"{config.learning_rate:g}"
     rates = {"adamw": adam, "muon": f"{config.muon_learning_rate:g} (AdamW branch {adam})"}
@@ -330,8 +285,7 @@ def target_table(arms: dict[str, Arm], target: float, config: Config) -> str:
 
 def run(config: Config, workdir: Path) -> dict[str, Any]:
     workdir = Path(workdir)
-    data = {k: jnp.asarray(v) for k, v in load_data(config).items()}
-    arms = train_arms(config, data)
+    arms = train_compared(config, load_data(config), workdir)
     target = arms["adamw"].history[-1]["loss"]
 
     plot_curves(arms, target, workdir / "loss_vs_step.png", x="step")
@@ -349,7 +303,7 @@ def run(config: Config, workdir: Path) -> dict[str, Any]:
         results[f"best_loss_{name}"] = min(h["loss"] for h in arm.history)
         results[f"final_train_loss_{name}"] = final["train_loss"]
         results[f"train_seconds_{name}"] = arm.seconds
-        results[f"compile_seconds_{name}"] = arm.compile_s
+        results[f"compile_seconds_{name}"] = arm.compile_seconds
     for name in ("muon", "muon_spectral"):
         results[f"steps_to_adamw_final_{name}"] = first_reach(arms[name].history, target)
         results[f"seconds_to_adamw_final_{name}"] = first_reach(arms[name].history, target, "seconds")
@@ -362,6 +316,6 @@ EXPERIMENTS = [
         description="AdamW vs Muon vs Muon + spectral decay on a digits MLP; held-out loss vs step and wall time",
         config=Config(),
         run=run,
-        sharded_fields=(),  # no trainer: nothing is split over the devices
+        sharded_fields=("batch_size",),
     )
 ]

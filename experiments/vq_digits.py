@@ -21,8 +21,9 @@ Reported per method: test reconstruction MSE (on the [−1, 1] scale) and
 PSNR, and over the codes the training set selects: perplexity, utilisation
 (share of the K codes used) and dead codes. Writes ``results.json``,
 ``vq_table.json`` / ``vq_table.md`` and ``reconstructions.png`` (test digits
-and each method's reconstructions). No checkpoints: each model trains in
-seconds on a laptop CPU.
+and each method's reconstructions), and each method's trainer files in
+``<method>/`` (one checkpoint at the end or at Ctrl-C, from which a re-run
+resumes).
 
 References:
   van den Oord et al. 2017, "Neural Discrete Representation Learning" (VQ-VAE);
@@ -38,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
 from pathlib import Path
 
 import flax.linen as nn
@@ -50,7 +50,7 @@ from matplotlib.figure import Figure
 
 from jaxlab import quant
 from jaxlab.data import digits_split, digits_to_unit, epoch_permutation_batch
-from jaxlab.train import Experiment, check_fields, named_key, save_figure, write_json_atomic, write_text_atomic
+from jaxlab.train import Experiment, MetricsLog, TrainConfig, check_fields, named_key, save_figure, train, write_json_atomic, write_text_atomic
 
 METHODS = ("ste", "ste_restart", "rotation", "simvq", "fsq")
 
@@ -178,40 +178,78 @@ class VQAutoencoder:
         return mse + aux, {"mse": mse, "indices": indices}
 
 
-def train_method(model: VQAutoencoder, config: Config, train_x: np.ndarray):
-    """Trains one method; returns (params, frozen, seconds)."""
-    key = named_key(config.seed, f"vq-digits/{model.method}")
-    params, frozen = model.init(key), model.frozen(key)
-    train_all = jnp.asarray(train_x)
-    if model.method == "ste_restart":
-        z = model.encode(params, train_all).reshape(-1, model.dim)
-        params["codebook"] = quant.kmeans(z, model.num_codes, key=named_key(key, "kmeans"), iterations=config.kmeans_iterations).centroids
-    optimizer = optax.adam(config.learning_rate)
-    opt_state = optimizer.init(params)
+@dataclasses.dataclass(frozen=True)
+class VQTraining:
+    """Trainer method: Adam on the autoencoder, with ``ste_restart``'s code counts and dead-code restarts inside the step.
 
-    @jax.jit
-    def step(params, opt_state, counts, x):
-        (_, aux), grads = jax.value_and_grad(model.loss, has_aux=True)(params, x, frozen)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, counts + quant.code_counts(aux["indices"], model.num_codes)
+    The trainer's ``frozen`` argument is ``{"basis": SimVQ's frozen C, "pool":
+    the training images}``; the pool seeds the k-means initialisation and the
+    restarted codes. Initialisation and restarts draw from the method's own
+    stream ``named_key(seed, "vq-digits/<method>")``, so every method keeps
+    the initial weights it had before it ran on the trainer.
+    """
 
-    @jax.jit
-    def restart(params, counts, key):
-        pool = model.encode(params, train_all).reshape(-1, model.dim)
-        return {**params, "codebook": quant.replace_dead_codes(params["codebook"], counts, pool, key=key)}
+    model: VQAutoencoder
+    seed: int
+    learning_rate: float
+    replace_every: int
+    kmeans_iterations: int
+    steps: int
 
-    counts = jnp.zeros(model.num_codes)
-    start = time.perf_counter()
-    for s in range(config.steps):
-        index = epoch_permutation_batch(train_x.shape[0], config.batch_size, seed=config.seed, step=s)
-        params, opt_state, counts = step(params, opt_state, counts, train_all[index])
-        if (s + 1) % config.replace_every == 0:
+    @property
+    def key(self) -> jax.Array:
+        return named_key(self.seed, f"vq-digits/{self.model.method}")
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        return optax.adam(self.learning_rate)
+
+    def init(self, key, batch, *, frozen):
+        del key, batch  # the method's own stream, see above
+        model, params = self.model, self.model.init(self.key)
+        if model.method == "ste_restart":
+            z = model.encode(params, frozen["pool"]).reshape(-1, model.dim)
+            params["codebook"] = quant.kmeans(z, model.num_codes, key=named_key(self.key, "kmeans"), iterations=self.kmeans_iterations).centroids
+        return params
+
+    def init_opt_state(self, params):
+        return {"adam": self.optimizer.init(params), "counts": jnp.zeros(self.model.num_codes)}
+
+    def train_step(self, params, opt_state, batch, *, key, ctx):
+        model = self.model
+        (loss, aux), grads = jax.value_and_grad(model.loss, has_aux=True)(params, batch["x"], ctx.frozen["basis"])
+        updates, adam = self.optimizer.update(grads, opt_state["adam"], params)
+        params = optax.apply_updates(params, updates)
+        counts = opt_state["counts"] + quant.code_counts(aux["indices"], model.num_codes)
+        window_ends = (ctx.step + 1) % self.replace_every == 0
+        if model.method == "ste_restart":
             # re-seeded codes keep their Adam moments (a simplification; they are re-fitted within a few steps)
-            if model.method == "ste_restart" and s + 1 < config.steps:
-                params = restart(params, counts, jax.random.fold_in(named_key(key, "restart"), s))
-            counts = jnp.zeros(model.num_codes)
-    jax.block_until_ready(params)
-    return params, frozen, time.perf_counter() - start
+            restart_key = jax.random.fold_in(named_key(self.key, "restart"), ctx.step)
+            params = jax.lax.cond(
+                window_ends & (ctx.step + 1 < self.steps), lambda p: self._restart(p, counts, ctx.frozen["pool"], restart_key), lambda p: p, params
+            )
+        counts = jnp.where(window_ends, 0.0, counts)
+        return params, {"adam": adam, "counts": counts}, {"loss": loss, "mse": aux["mse"]}
+
+    def _restart(self, params, counts, pool, key):
+        codes = self.model.encode(params, pool).reshape(-1, self.model.dim)
+        return {**params, "codebook": quant.replace_dead_codes(params["codebook"], counts, codes, key=key)}
+
+
+def train_method(model: VQAutoencoder, config: Config, train_x: np.ndarray, workdir: Path):
+    """Trains one method with :func:`jaxlab.train.train` in ``workdir/<method>`` (resumable); returns (params, frozen, seconds)."""
+    method = VQTraining(model, config.seed, config.learning_rate, config.replace_every, config.kmeans_iterations, config.steps)
+    frozen = {"basis": model.frozen(method.key), "pool": jnp.asarray(train_x)}
+    window = min(config.replace_every, config.steps)
+    trainer = TrainConfig(
+        steps=config.steps, seed=config.seed, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        log_every=window, checkpoint_every=config.steps, steps_per_execution=window,
+    )  # fmt: skip
+    batches = lambda step: {"x": train_x[epoch_permutation_batch(train_x.shape[0], config.batch_size, seed=config.seed, step=step)]}
+    state = train(method, method.optimizer, batches, trainer, workdir / model.method, frozen=frozen, progress=False)
+    records = MetricsLog(workdir / model.method / "metrics.jsonl").read()
+    seconds = sum((r["step"] - before) / r["steps_per_sec"] for r, before in zip(records, [0] + [r["step"] for r in records]))
+    return state.params, frozen["basis"], seconds
 
 
 def evaluate(model: VQAutoencoder, params, frozen, train_x: np.ndarray, test_x: np.ndarray) -> tuple[dict, np.ndarray]:
@@ -275,7 +313,7 @@ def run(config: Config, workdir: Path) -> dict[str, float]:
     table, grid, results = {}, {"test digits": test_x[: config.grid_images]}, {}
     for method in config.methods:
         model = VQAutoencoder(method, tuple(config.levels), config.num_tokens, config.hidden, config.beta)
-        params, frozen, seconds = train_method(model, config, train_x)
+        params, frozen, seconds = train_method(model, config, train_x, workdir)
         row, recon = evaluate(model, params, frozen, train_x, test_x)
         table[method] = {**row, "train_seconds": seconds}
         grid[method] = recon[: config.grid_images]
@@ -292,6 +330,6 @@ EXPERIMENTS = [
         description="VQ autoencoder on 8x8 digits: STE, STE+kmeans/restarts, rotation trick, SimVQ, FSQ at equal K",
         config=Config(),
         run=run,
-        sharded_fields=(),  # no trainer: nothing is split over the devices
+        sharded_fields=("batch_size",),
     )
 ]

@@ -35,6 +35,14 @@ class TrainConfig:
       keep_checkpoints: how many recent checkpoints to keep.
       log_every: append a line to ``metrics.jsonl`` every this many steps.
       strategy: ``"dp"`` (replicated parameters) or ``"fsdp"`` (sharded).
+      steps_per_execution: optimizer steps run by one dispatch to the
+        devices (a ``lax.scan`` over that many batches; Keras's name). More
+        than 1 removes the host's per-step overhead for small models; a
+        stretch up to the next log or checkpoint step that is shorter runs
+        (and compiles once) at its own length, so keep ``log_every`` and
+        ``checkpoint_every`` multiples of it. The steps, keys and batches are
+        those of stepping one at a time; the result agrees up to float
+        rounding (XLA may fuse a scanned step differently).
     """
 
     NONNEGATIVE: ClassVar[frozenset[str]] = frozenset({"seed", "warmup_steps", "split_seed"})
@@ -50,6 +58,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 50
     strategy: Literal["dp", "fsdp"] = "dp"
+    steps_per_execution: int = 1
 
     def __post_init__(self) -> None:
         check_fields(self, nonnegative=self.NONNEGATIVE)

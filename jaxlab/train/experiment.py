@@ -171,7 +171,7 @@ def read_run_config(experiment: Experiment, workdir: str | Path) -> Any:
 
 
 # Fields a resumed run may change: they do not affect what is computed.
-RESUMABLE_FIELDS = frozenset({"steps", "log_every", "checkpoint_every", "keep_checkpoints"})
+RESUMABLE_FIELDS = frozenset({"steps", "log_every", "checkpoint_every", "keep_checkpoints", "steps_per_execution"})
 
 
 def has_progress(workdir: str | Path) -> bool:

@@ -151,3 +151,19 @@ class MetricsLog:
             except json.JSONDecodeError:
                 continue
         return records
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        """The logged evaluations, ``{"step", "seconds", <name>: value}`` per line with ``eval_<name>`` entries.
+
+        ``seconds`` is the training time up to that step (summed from each
+        interval's ``steps_per_sec``: compilation, evaluation and checkpoint
+        writes excluded), for curves against wall time.
+        """
+        evaluations, seconds, previous = [], 0.0, 0
+        for record in self.read():
+            seconds += (record["step"] - previous) / record["steps_per_sec"]
+            previous = record["step"]
+            values = {name.removeprefix("eval_"): value for name, value in record.items() if name.startswith("eval_")}
+            if values:
+                evaluations.append({"step": record["step"], "seconds": seconds, **values})
+        return evaluations

@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import inspect
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm.auto import tqdm
@@ -124,11 +124,12 @@ class _IntervalMeans:
     sums: dict[str, float] = dataclasses.field(default_factory=dict)
     count: int = 0
 
-    def add(self, metrics: dict[str, Any]) -> None:
+    def add(self, metrics: dict[str, Any], steps: int = 1) -> None:
+        """Adds ``steps`` steps' metrics: scalars for one step, or stacked ``(steps,)`` rows for a chunk."""
         for name, value in metrics.items():
-            if getattr(value, "ndim", 0) == 0:
-                self.sums[name] = self.sums.get(name, 0.0) + float(value)
-        self.count += 1
+            if np.ndim(value) == (0 if steps == 1 else 1):
+                self.sums[name] = self.sums.get(name, 0.0) + float(np.sum(value))
+        self.count += steps
 
     def pop(self) -> dict[str, float]:
         means = {name: total / max(self.count, 1) for name, total in self.sums.items()}
@@ -137,10 +138,10 @@ class _IntervalMeans:
 
 
 def abstract_train_state(
-    method: Any, optimizer: optax.GradientTransformation, batch: Batch, config: TrainConfig, mesh: jax.sharding.Mesh
+    method: Any, optimizer: optax.GradientTransformation, batch: Batch, config: TrainConfig, mesh: jax.sharding.Mesh, frozen: Any = None
 ) -> tuple[TrainState, Any]:
     """Shapes and shardings of the state ``config`` builds, without computing it."""
-    abstract = jax.eval_shape(lambda: init_state(method, optimizer, batch, config.seed))
+    abstract = jax.eval_shape(lambda f: init_state(method, optimizer, batch, config.seed, f), frozen)
     shardings = parallel.state_shardings(abstract, mesh, config.strategy)
     with_shardings = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract, shardings)
     return with_shardings, shardings
@@ -251,6 +252,7 @@ def train(
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = True,
     evaluate: EvalFn | None = None,
+    evaluate_every: int | None = None,
 ) -> TrainState:
     """Trains ``method`` up to ``config.steps``, resuming from ``workdir`` if it has a checkpoint.
 
@@ -267,6 +269,8 @@ def train(
         checkpoint step; its figures go into that step's ``metrics.jsonl``
         line as ``eval_<name>`` and into ``loss.png``. It must not change
         the state (it does not enter the training computation).
+      evaluate_every: also call ``evaluate`` every this many steps (a
+        multiple of ``config.log_every``); None: at checkpoint steps only.
 
     Returns:
       The final train state (sharded over ``mesh``).
@@ -278,7 +282,7 @@ def train(
       TrainingInterrupted: SIGINT/SIGTERM arrived (a checkpoint of the current step was written).
       CheckpointError: the run directory holds a foreign checkpoint, or none that is readable.
     """
-    run = _Run.open(method, optimizer, batches, config, workdir, frozen=frozen, mesh=mesh, evaluate=evaluate)
+    run = _Run.open(method, optimizer, batches, config, workdir, frozen=frozen, mesh=mesh, evaluate=evaluate, evaluate_every=evaluate_every)
     bar = tqdm(total=config.steps, initial=run.start, unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
     try:
         with StopRequest() as stop, bar:
@@ -299,7 +303,7 @@ class Arm:
         ``steps``, ``log_every`` and ``checkpoint_every`` must equal the
         shared ones so the arms stay in lock-step.
       frozen: trees its loss reads but never trains.
-      evaluate: as in :func:`train`.
+      evaluate, evaluate_every: as in :func:`train`.
     """
 
     method: Any
@@ -307,6 +311,7 @@ class Arm:
     config: TrainConfig | None = None
     frozen: Any = None
     evaluate: EvalFn | None = None
+    evaluate_every: int | None = None
 
 
 LOCKSTEP_FIELDS = ("steps", "log_every", "checkpoint_every")
@@ -356,7 +361,15 @@ def train_arms(
     try:
         for name, arm in arms.items():
             runs[name] = _Run.open(
-                arm.method, arm.optimizer, batches, arm.config or config, Path(workdir) / name, frozen=arm.frozen, mesh=mesh, evaluate=arm.evaluate
+                arm.method,
+                arm.optimizer,
+                batches,
+                arm.config or config,
+                Path(workdir) / name,
+                frozen=arm.frozen,
+                mesh=mesh,
+                evaluate=arm.evaluate,
+                evaluate_every=arm.evaluate_every,
             )
         total = config.steps * len(runs)
         bar = tqdm(total=total, initial=sum(r.start for r in runs.values()), unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
@@ -385,7 +398,10 @@ class _Run:
 
     state: TrainState
     start: int
-    step_fn: Callable[..., Any]
+    method: Any
+    optimizer: optax.GradientTransformation
+    mesh: jax.sharding.Mesh
+    abstract: TrainState
     batches: BatchFn
     batch_sharding: jax.sharding.NamedSharding
     frozen: Any
@@ -394,18 +410,25 @@ class _Run:
     checkpointer: Checkpointer
     log_file: MetricsLog
     evaluate: EvalFn | None
+    evaluate_every: int | None
+    step_fns: dict[int, Any] = dataclasses.field(default_factory=dict)  # by steps per dispatch
+    compiled: set[int] = dataclasses.field(default_factory=set)
     means: _IntervalMeans = dataclasses.field(default_factory=_IntervalMeans)
     interval_seconds: float = 0.0
+    timed_steps: int = 0
+    compile_seconds: float = 0.0
 
     @classmethod
-    def open(cls, method, optimizer, batches, config, workdir, *, frozen, mesh, evaluate) -> _Run:
-        """Builds or resumes the state; raises on a bad batch size before anything is written."""
+    def open(cls, method, optimizer, batches, config, workdir, *, frozen, mesh, evaluate, evaluate_every=None) -> _Run:
+        """Builds or resumes the state; raises on a bad batch size or evaluation interval before anything is written."""
         workdir = Path(workdir)
+        if evaluate_every is not None and (not isinstance(evaluate_every, int) or evaluate_every < 1 or evaluate_every % config.log_every):
+            raise ValueError(f"evaluate_every must be a positive multiple of log_every ({config.log_every}) or None, got {evaluate_every!r}")
         mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
         batch_sharding = parallel.batch_sharding(mesh)
         first_batch = batches(0)
         parallel.put_global_batch(first_batch, batch_sharding)  # raises on a bad batch size before any write
-        abstract, shardings = abstract_train_state(method, optimizer, first_batch, config, mesh)
+        abstract, shardings = abstract_train_state(method, optimizer, first_batch, config, mesh, frozen)
         if is_writer():
             workdir.mkdir(parents=True, exist_ok=True)
         checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
@@ -419,52 +442,107 @@ class _Run:
         start = int(state.step)
         metrics_log.truncate_after(start)
         write_json_atomic(workdir / "trainer.json", {"devices": len(mesh.devices.flat), "mesh": dict(mesh.shape)})
-        step_fn = _step_for(method, optimizer, config, mesh, abstract)
-        return cls(state, start, step_fn, batches, batch_sharding, frozen, config, workdir, checkpointer, metrics_log, evaluate)
+        return cls(
+            state,
+            start,
+            method,
+            optimizer,
+            mesh,
+            abstract,
+            batches,
+            batch_sharding,
+            frozen,
+            config,
+            workdir,
+            checkpointer,
+            metrics_log,
+            evaluate,
+            evaluate_every,
+        )
 
     def advance(self, until: int, stop: StopRequest, bar: Any) -> None:
         """Steps ``state.step + 1 … until``: log, checkpoint, evaluate, honour signals, stop on a non-finite loss.
 
-        Each step's loss is fetched one step late (after the next step is
-        dispatched) so the host never stalls the device, except at log and
-        checkpoint steps and at ``until``, where it is checked before
-        anything is written.
+        Steps are dispatched ``config.steps_per_execution`` at a time (fewer
+        up to the next log or checkpoint step). Each dispatch's losses are
+        fetched one dispatch late so the host never stalls the device, except
+        at log and checkpoint steps and at ``until``, where they are checked
+        before anything is written. Compilation, evaluation and checkpoint
+        writes are not counted in ``steps_per_sec``.
         """
         config, pending = self.config, None
         resumed = time.perf_counter()
-        for step in range(int(self.state.step) + 1, until + 1):
-            batch = parallel.put_global_batch(self.batches(step - 1), self.batch_sharding)
-            self.state, metrics = self.step_fn(self.state, batch, self.frozen)
+        step = int(self.state.step)
+        while step < until:
+            length = self._stretch(step, until)
+            batch = self._batches(step, length)
+            resumed += self._compile_once(length, batch)
+            self.state, metrics = self._step_fn(length)(self.state, batch, self.frozen)
+            step += length
             if pending is not None:
                 self._check(*pending)
-            pending = (step, metrics)
+            pending = (step, length, metrics)
             must_save = step % config.checkpoint_every == 0 or step == config.steps or stop.requested
-            if step % config.log_every == 0 or must_save or step == until:
+            log_now = step % config.log_every == 0 or must_save
+            if log_now or step == until:
                 self._check(*pending)
                 pending = None
-            if step % config.log_every == 0 or must_save:
-                now = time.perf_counter()
-                seconds = self.interval_seconds + now - resumed
-                record = {"step": step, **self.means.pop(), "steps_per_sec": self.means.count / max(seconds, 1e-9)}
-                if must_save and self.evaluate is not None and not stop.requested:
+            if log_now:
+                seconds = self.interval_seconds + time.perf_counter() - resumed
+                record = {"step": step, **self.means.pop(), "steps_per_sec": self.timed_steps / max(seconds, 1e-9)}
+                if self.compile_seconds:
+                    record["compile_seconds"] = self.compile_seconds
+                evaluate_now = must_save or (self.evaluate_every is not None and step % self.evaluate_every == 0)
+                if self.evaluate is not None and evaluate_now and not stop.requested:
                     record.update({f"eval_{k}": float(v) for k, v in self.evaluate(self.state).items()})
-                    now = time.perf_counter()  # the evaluation's time is not training time
-                resumed, self.interval_seconds = now, 0.0
+                self.interval_seconds, self.timed_steps, self.compile_seconds = 0.0, 0, 0.0
                 self.log_file.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
-            bar.update(1)
+            bar.update(length)
             if must_save:
                 self.checkpointer.save(self.state)
+            if log_now:
+                resumed = time.perf_counter()  # evaluation and checkpoint writes are not training time
             if stop.signum is not None:
                 raise TrainingInterrupted(stop.signum, step)
         self.interval_seconds += time.perf_counter() - resumed  # an interval split between turns counts only this run's time
 
-    def _check(self, step: int, metrics: Any) -> None:
+    def _stretch(self, step: int, until: int) -> int:
+        """Steps in the next dispatch: ``steps_per_execution``, cut at the next log or checkpoint step and at ``until``."""
+        config = self.config
+        next_event = min(until, config.steps, *(step + every - step % every for every in (config.log_every, config.checkpoint_every)))
+        return min(config.steps_per_execution, next_event - step)
+
+    def _batches(self, step: int, length: int) -> Any:
+        """The placed batch of step ``step + 1`` (``length`` 1), or the tuple of the next ``length`` batches."""
+        placed = tuple(parallel.put_global_batch(self.batches(s), self.batch_sharding) for s in range(step, step + length))
+        return placed[0] if length == 1 else placed
+
+    def _step_fn(self, length: int) -> Any:
+        if length not in self.step_fns:
+            self.step_fns[length] = _step_for(self.method, self.optimizer, self.config, self.mesh, self.abstract, length=length)
+        return self.step_fns[length]
+
+    def _compile_once(self, length: int, batch: Any) -> float:
+        """Compiles the step of ``length`` before its first run (cached: the call reuses it); returns the seconds spent."""
+        if length in self.compiled:
+            return 0.0
+        start = time.perf_counter()
+        self._step_fn(length).lower(self.state, batch, self.frozen).compile()
+        seconds = time.perf_counter() - start
+        self.compiled.add(length)
+        self.compile_seconds += seconds
+        return seconds
+
+    def _check(self, step: int, length: int, metrics: Any) -> None:
+        """Raises at the first non-finite loss of the ``length`` steps ending at ``step``; else adds them to the means."""
         host = jax.device_get(metrics)
-        loss = float(host["loss"])
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(step, loss, self.checkpointer.latest_step())
-        self.means.add(host)
+        losses = np.reshape(np.asarray(host["loss"], np.float64), -1)
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            raise NonFiniteLossError(step - length + 1 + int(bad[0]), float(losses[bad[0]]), self.checkpointer.latest_step())
+        self.means.add(host, steps=length)
+        self.timed_steps += length
 
     def save(self) -> None:
         """A checkpoint of the current step (a no-op if it is saved already)."""
@@ -476,10 +554,16 @@ class _Run:
             plot_metrics(self.log_file.read(), self.workdir / "loss.png")
 
 
-def _step_for(method: Any, optimizer: optax.GradientTransformation, config: TrainConfig, mesh: jax.sharding.Mesh, abstract: TrainState) -> Any:
-    """The jitted step of ``config``'s EMA and strategy for a state laid out as ``abstract``."""
+def _step_for(
+    method: Any, optimizer: optax.GradientTransformation, config: TrainConfig, mesh: jax.sharding.Mesh, abstract: TrainState, *, length: int = 1
+) -> Any:
+    """The jitted step of ``config``'s EMA and strategy for a state laid out as ``abstract``.
+
+    With ``length`` > 1, ``length`` steps in one ``lax.scan``: it takes a
+    tuple of that many batches and returns every metric stacked ``(length,)``.
+    """
     ema = (config.ema_decay, getattr(config, "ema_warmup", True))
-    return _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract))
+    return _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract), length)
 
 
 def _signature(abstract: TrainState) -> tuple:
@@ -488,8 +572,8 @@ def _signature(abstract: TrainState) -> tuple:
     return treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves)
 
 
-@functools.lru_cache(maxsize=8)
-def _jitted_train_step(method, optimizer, ema, mesh, strategy, signature):
+@functools.lru_cache(maxsize=16)
+def _jitted_train_step(method, optimizer, ema, mesh, strategy, signature, length):
     """One jitted step per (method, optimizer, EMA, mesh, state layout), reused across ``train`` calls.
 
     Reusing the jitted function lets JAX reuse its compilation when a process
@@ -501,9 +585,15 @@ def _jitted_train_step(method, optimizer, ema, mesh, strategy, signature):
     shardings = parallel.state_shardings(abstract, mesh, strategy)
     step = functools.partial(train_step, method, optimizer, ema_decay, ema_warmup=ema_warmup)
 
+    def steps(state: TrainState, batch: Batch, frozen: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        if length == 1:
+            return step(state, batch, frozen)
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *batch)  # (length, batch, ...)
+        return jax.lax.scan(lambda carry, one: step(carry, one, frozen), state, stacked)
+
     def constrained_step(state: TrainState, batch: Batch, frozen: Any) -> tuple[TrainState, dict[str, jax.Array]]:
         # Traced under the mesh and the activation rules: the networks' logical names become sharding constraints.
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(parallel.activation_rules()):
-            return step(state, batch, frozen)
+            return steps(state, batch, frozen)
 
     return jax.jit(constrained_step, out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)

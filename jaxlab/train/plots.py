@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from jaxlab.train.files import atomic_path
 
 MAX_PANELS = 6
-_NOT_CURVES = frozenset({"step", "steps_per_sec"})
+_NOT_CURVES = frozenset({"step", "steps_per_sec", "compile_seconds"})
 
 
 def default_names(records: list[dict[str, Any]]) -> tuple[str, ...]:

@@ -29,8 +29,8 @@ def test_fsdp_spec_picks_the_largest_divisible_axis(shape, expected):
 
 
 def test_mesh_axes_per_strategy():
-    assert dict(parallel.make_mesh("dp").shape) == {"data": 8, "fsdp": 1}
-    assert dict(parallel.make_mesh("fsdp").shape) == {"data": 1, "fsdp": 8}
+    assert dict(parallel.make_mesh("dp").shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert dict(parallel.make_mesh("fsdp").shape) == {"data": 1, "fsdp": 8, "tensor": 1}
     with pytest.raises(ValueError, match="strategy"):
         parallel.make_mesh("tp")
 
