@@ -30,9 +30,9 @@ class FineTune:
     task: Any
     assemble: Callable[[Any, Any], Any]
 
-    def init(self, key: Array, batch: Any, *, frozen: dict[str, Any]) -> Any:
-        del key, batch  # the start is given, not drawn
-        return frozen["start"]
+    def init(self, key: Array, batch: Any, *, frozen: dict[str, Any] | None = None) -> Any:
+        """The given start, or (``frozen`` None) the task's own initialization of the trainable tree."""
+        return self.task.init(key, batch) if frozen is None else frozen["start"]
 
     def weights(self, trainable: Any, frozen: dict[str, Any]) -> Any:
         """The weights the task sees; no gradient reaches ``base``."""

@@ -164,6 +164,14 @@ def _classifier():
     return tasks.Classifier(apply_fn=net.apply, init_fn=net.init)
 
 
+def _full_fine_tune():
+    return tasks.FineTune(_classifier(), lambda trainable, base: trainable)
+
+
+def _fine_tune_start(key):
+    return {"base": {}, "start": _classifier().init(key, _classified(DIM)(np.random.default_rng(0)))}
+
+
 CASES = (
     Case("rectified_flow", generative.RectifiedFlow(**_vector_fields()), _vectors),
     Case("diffusion", generative.Diffusion(**_vector_fields()), _vectors, log_prob_kwargs=(("steps", 4),)),
@@ -186,6 +194,7 @@ CASES = (
     Case("language_model", _language_model(), _tokens),
     Case("classifier", _classifier(), _classified(DIM)),
     Case("sequence_classifier", _sequence_classifier(), _classified(8)),
+    Case("fine_tune", _full_fine_tune(), _classified(DIM), teacher=_fine_tune_start),
     Case("weighted_regression", tasks.WeightedRegression(apply_fn=_Regressor().apply, init_fn=_Regressor().init), _weighted),
 )
 BY_NAME = {case.name: case for case in CASES}
