@@ -247,9 +247,7 @@ def train_method(model: VQAutoencoder, config: Config, train_x: np.ndarray, work
     )  # fmt: skip
     batches = lambda step: {"x": train_x[epoch_permutation_batch(train_x.shape[0], config.batch_size, seed=config.seed, step=step)]}
     state = train(method, method.optimizer, batches, trainer, workdir / model.method, frozen=frozen, progress=False)
-    records = MetricsLog(workdir / model.method / "metrics.jsonl").read()
-    seconds = sum((r["step"] - before) / r["steps_per_sec"] for r, before in zip(records, [0] + [r["step"] for r in records]))
-    return state.params, frozen["basis"], seconds
+    return state.params, frozen["basis"], MetricsLog(workdir / model.method / "metrics.jsonl").training_seconds()
 
 
 def evaluate(model: VQAutoencoder, params, frozen, train_x: np.ndarray, test_x: np.ndarray) -> tuple[dict, np.ndarray]:

@@ -69,8 +69,7 @@ def bare_steps_per_sec(method, optimizer, config: TrainConfig, data: np.ndarray)
 def trainer_steps_per_sec(method, optimizer, config: TrainConfig, data: np.ndarray) -> float:
     with tempfile.TemporaryDirectory() as workdir:
         train(method, optimizer, lambda step: {"x": data[step]}, config, workdir, progress=False)
-        records = MetricsLog(f"{workdir}/metrics.jsonl").read()
-    seconds = sum((r["step"] - before) / r["steps_per_sec"] for r, before in zip(records, [0] + [r["step"] for r in records]))
+        seconds = MetricsLog(f"{workdir}/metrics.jsonl").training_seconds()
     return config.steps / seconds
 
 

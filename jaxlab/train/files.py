@@ -155,15 +155,24 @@ class MetricsLog:
     def evaluations(self) -> list[dict[str, Any]]:
         """The logged evaluations, ``{"step", "seconds", <name>: value}`` per line with ``eval_<name>`` entries.
 
-        ``seconds`` is the training time up to that step (summed from each
-        interval's ``steps_per_sec``: compilation, evaluation and checkpoint
-        writes excluded), for curves against wall time.
+        ``seconds`` is the training time up to that step (see :meth:`training_seconds`), for curves against wall time.
         """
-        evaluations, seconds, previous = [], 0.0, 0
-        for record in self.read():
-            seconds += (record["step"] - previous) / record["steps_per_sec"]
-            previous = record["step"]
+        evaluations = []
+        for record, seconds in self._with_training_seconds():
             values = {name.removeprefix("eval_"): value for name, value in record.items() if name.startswith("eval_")}
             if values:
                 evaluations.append({"step": record["step"], "seconds": seconds, **values})
         return evaluations
+
+    def training_seconds(self) -> float:
+        """The training time of the logged steps, summed from each interval's ``steps_per_sec`` (compilation, evaluation and checkpoint writes excluded)."""
+        return max((seconds for _, seconds in self._with_training_seconds()), default=0.0)
+
+    def _with_training_seconds(self) -> list[tuple[dict[str, Any], float]]:
+        """Each record with the training seconds up to its step."""
+        out, seconds, previous = [], 0.0, 0
+        for record in self.read():
+            seconds += (record["step"] - previous) / record["steps_per_sec"]
+            previous = record["step"]
+            out.append((record, seconds))
+        return out

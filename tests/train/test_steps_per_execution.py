@@ -84,3 +84,4 @@ def test_evaluations_read_back_with_the_training_seconds_of_each_interval(tmp_pa
                    {"step": 25, "steps_per_sec": 2.0, "loss": 0.8, "eval_loss": 0.4, "eval_accuracy": 0.9}):  # fmt: skip
         log.append(record)
     assert log.evaluations() == [{"step": 10, "seconds": 2.0, "loss": 0.5}, {"step": 25, "seconds": 12.0, "loss": 0.4, "accuracy": 0.9}]
+    assert log.training_seconds() == 12.0
