@@ -341,7 +341,12 @@ def cmd_train(command: Train) -> None:
 
     from jaxlab import parallel, train
 
-    parallel.maybe_initialize_distributed()
+    try:
+        parallel.maybe_initialize_distributed()
+    except ValueError as error:  # a malformed launch variable
+        _fail(str(error), EXIT_USAGE)
+    except ConnectionError as error:
+        _fail(str(error), EXIT_FAILED)
     try:
         train.validate_config(experiment, config)
     except ValueError as error:

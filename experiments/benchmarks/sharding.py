@@ -25,11 +25,8 @@ activation rather than a weight), XLA's ``temp_bytes`` and ``steps_per_sec``
 from __future__ import annotations
 
 import argparse
-import collections
 import functools
 import json
-import math
-import re
 import statistics
 import time
 
@@ -43,7 +40,7 @@ from jaxlab.nn.attention import AttentionConfig
 from jaxlab.nn.transformer import TransformerConfig
 from jaxlab.optim import muon
 from jaxlab.tasks import LanguageModel
-from jaxlab.testing import collectives
+from jaxlab.testing import collective_bytes, collectives
 from jaxlab.train import TrainConfig, adamw_with_warmup, compile_train_step, init_state
 
 BATCH = 16
@@ -65,18 +62,9 @@ def models() -> dict:
     }
 
 
-def num_bytes(dtype: str, shape: tuple[int, ...]) -> int:
-    """Bytes of an HLO array type (``f32``, ``bf16``, ``s32``, ``pred`` …)."""
-    bits = re.search(r"\d+", dtype)
-    return math.prod(shape) * (int(bits.group()) // 8 if bits else 1)
-
-
 def census(hlo: str, batch_sizes: set[int]) -> tuple[dict[str, int], int]:
     """Result bytes per collective kind, and how many collectives carry a batch-sized activation."""
-    moved = collectives(hlo)
-    by_kind: collections.Counter = collections.Counter()
-    for c in moved:
-        by_kind[c.kind] += sum(num_bytes(dtype, shape) for dtype, shape in c.results)
+    moved, by_kind = collectives(hlo), collective_bytes(hlo)
     activations = sum(any(c.carries_batch(b) for b in batch_sizes) for c in moved)
     return {kind: by_kind[kind] for kind in KINDS}, activations
 
@@ -84,7 +72,7 @@ def census(hlo: str, batch_sizes: set[int]) -> tuple[dict[str, int], int]:
 def steps_per_sec(compiled, method, optimizer, batch, config: TrainConfig, mesh, repeats: int) -> float:
     """Median rate of the compiled step on real (sharded) arrays, after one warm-up step."""
     init = functools.partial(init_state, method, optimizer, batch, config.seed)
-    state = jax.jit(init, out_shardings=parallel.state_shardings(jax.eval_shape(init), mesh, config.strategy))()
+    state = jax.jit(init, out_shardings=parallel.state_shardings(jax.eval_shape(init), mesh, config.strategy, min_shard_bytes=config.min_shard_bytes))()
     placed = parallel.put_global_batch(batch, parallel.batch_sharding(mesh))
     state, _ = compiled(state, placed, None)  # the step donates its state: feed each output back
     jax.block_until_ready(state)
@@ -107,7 +95,7 @@ def main() -> None:
     for name, (method, batch, make_optimizer) in models().items():
         for label, (strategy, shape) in MESHES.items():
             mesh = parallel.make_mesh(strategy, shape=shape)
-            config = TrainConfig(batch_size=BATCH, strategy=strategy)
+            config = TrainConfig(batch_size=BATCH, strategy=strategy, min_shard_bytes=0)  # every leaf sharded: the layout the issue measured
             optimizer = make_optimizer(config)
             compiled = compile_train_step(method, optimizer, batch, config, mesh=mesh)
             moved, activations = census(compiled.as_text(), {BATCH, BATCH // mesh.shape["data"]})
@@ -117,7 +105,7 @@ def main() -> None:
                 "strategy": label,
                 "mesh": dict(mesh.shape),
                 "collective_bytes": moved,
-                "param_bytes": sum(num_bytes(leaf.dtype.name, leaf.shape) for leaf in jax.tree.leaves(params)),
+                "param_bytes": sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(params)),
                 "activation_collectives": activations,
                 "temp_bytes": compiled.memory_analysis().temp_size_in_bytes,
                 "steps_per_sec": round(steps_per_sec(compiled, method, optimizer, batch, config, mesh, repeats), 3),

@@ -13,12 +13,22 @@ accumulation); ``optax.contrib.muon``'s defaults are the same with
 ``normalize_eps=1e-8, bias_correction=True`` (tested against it). :func:`muon`
 also accepts ``optax.contrib.muon``'s argument names (see its table).
 
+Under a mesh of several devices (``jax.sharding.get_abstract_mesh()``, as
+:func:`jaxlab.train.train` traces its step) the matrices are orthogonalized as
+in Distributed Muon (Liu et al. 2025) and Dion (Ahn et al. 2025): stacked by
+shape, split whole over the devices, each device running Newton–Schulz on its
+share only, and laid back out like the parameters (``sharded``, see
+:func:`jaxlab.optim.orthogonalize.orthogonalize_matrices`).
+
 References:
     Jordan, "Muon: An optimizer for hidden layers in neural networks", 2024.
     https://kellerjordan.github.io/posts/muon/
 
     Liu et al., "Muon is Scalable for LLM Training" (Moonlight), 2025.
     https://arxiv.org/abs/2502.16982
+
+    Ahn et al., "Dion: Distributed Orthonormalized Updates", 2025.
+    https://arxiv.org/abs/2504.05295
 
     Amsel et al., "The Polar Express: Optimal Matrix Sign Methods and Their
     Application to the Muon Algorithm", 2025. https://arxiv.org/abs/2505.16932
@@ -38,7 +48,7 @@ from jaxlab.linalg.polar_coeffs import coefficient_table
 from jaxlab.optim._optax_names import resolve_optax_names
 from jaxlab.optim.dimension_numbers import matrix_view, path_str, resolve_dimension_numbers
 from jaxlab.optim.labels import ADAM, MUON, check_labels, muon_labels
-from jaxlab.optim.orthogonalize import orthogonalize_matrices
+from jaxlab.optim.orthogonalize import orthogonalize_matrices, stack_axes
 from jaxlab.optim.spectral_decay import spectral_decay
 
 __all__ = ["MuonState", "muon", "scale_by_muon", "shape_scale"]
@@ -85,6 +95,7 @@ def scale_by_muon(
     mu_dtype=None,
     compute_dtype=None,
     group_shapes: bool = True,
+    sharded: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Momentum, orthogonalization by ``msign`` and shape scaling (no learning rate).
 
@@ -127,9 +138,23 @@ def scale_by_muon(
             (called on the possibly masked update tree).
         mu_dtype: dtype of the momentum (``None``: the gradient's).
         compute_dtype: ``msign`` matmul operand dtype, e.g. ``"bfloat16"`` (float32
-            accumulation); ``None`` computes in float32 (float64 for float64 momentum).
+            accumulation). ``None`` is :func:`jaxlab.linalg.msign`'s default:
+            float32 on CPU, bfloat16 operands with float32 accumulation on
+            GPU/TPU (float64 momentum stays float64).
         group_shapes: batch equal-shaped matrices into one ``msign`` call (on CPU
             only small ones, see :func:`jaxlab.optim.orthogonalize.orthogonalize_matrices`).
+            Not consulted when ``sharded``.
+        sharded: distributed Muon ("owner computes"): stack the equal-shaped
+            matrices (after putting the short side first; a leaf with batch
+            dimension numbers counts as several matrices), split each stack over
+            all axes of the mesh the update is traced under so that every device
+            orthogonalizes ``1 / size`` of the matrices whole, and lay each result
+            out like its input: about two all-to-alls of the matrices per step
+            instead of an all-gather per Newton–Schulz matmul. ``None``
+            (default): on when traced under a mesh
+            (``jax.sharding.get_abstract_mesh()``, as :func:`jaxlab.train.train`
+            does) of more than one device; ``False``: the replicated layout,
+            unchanged. Same result up to float rounding.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` with state :class:`MuonState`.
@@ -137,11 +162,15 @@ def scale_by_muon(
     Raises:
         ValueError: for hyperparameters of the wrong form, or — naming the leaf
             path — a leaf that is not a matrix and has no (fitting) dimension numbers.
+        TypeError: ``sharded`` not ``True``, ``False`` or ``None``.
 
     References:
-        Jordan, "Muon", 2024; Liu et al., "Muon is Scalable for LLM Training", 2025.
+        Jordan, "Muon", 2024; Liu et al., "Muon is Scalable for LLM Training", 2025;
+        Ahn et al., "Dion: Distributed Orthonormalized Updates", 2025
+        (https://arxiv.org/abs/2504.05295).
     """
     fn = "scale_by_muon"
+    _check_sharded(fn, sharded)
     check_scalar("beta", beta, where=fn)
     check_scalar("update_rms", update_rms, where=fn)
     check_steps("steps", steps, where=fn)
@@ -185,7 +214,8 @@ def scale_by_muon(
             direction = mu
         leaves, leaf_views, treedef = views(direction)
         mats = [v.to_matrices(x) for v, x in zip(leaf_views, leaves, strict=True)]
-        orth = orthogonalize_matrices(mats, group=group_shapes, **msign_kwargs)
+        shard = stack_axes()[1] > 1 if sharded is None else sharded  # decided at trace time, under the caller's mesh
+        orth = orthogonalize_matrices(mats, group=group_shapes, sharded=shard, **msign_kwargs)
         grads = jax.tree.leaves(updates)
         new = [
             (v.from_matrices(o) * shape_scale(v.fan_in, v.fan_out, shape_scaling, update_rms)).astype(g.dtype)
@@ -194,6 +224,11 @@ def scale_by_muon(
         return jax.tree_util.tree_unflatten(treedef, new), MuonState(mu=mu, count=count)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _check_sharded(fn: str, sharded) -> None:
+    if sharded is not None and not isinstance(sharded, bool):
+        raise TypeError(f"{fn}: sharded must be True, False or None, got {sharded!r}")
 
 
 def _labels_fn(labels, dimension_numbers):
@@ -229,6 +264,7 @@ def muon(
     mu_dtype=None,
     compute_dtype=None,
     group_shapes: bool = True,
+    sharded: bool | None = None,
     ns_steps=None,
     ns_coeffs=None,
     eps=None,
@@ -276,7 +312,7 @@ def muon(
 
     ``beta``, ``nesterov``, ``steps``, ``coeffs``, ``normalize``,
     ``normalize_eps``, ``bias_correction``, ``shape_scaling``, ``update_rms``,
-    ``mu_dtype``, ``compute_dtype`` and ``group_shapes`` are those of
+    ``mu_dtype``, ``compute_dtype``, ``group_shapes`` and ``sharded`` are those of
     :func:`scale_by_muon`; ``ns_steps``, ``ns_coeffs``, ``eps``,
     ``preconditioning``, ``consistent_rms``, ``muon_weight_dimension_numbers``,
     ``adaptive`` and ``adam_eps_root`` are ``optax.contrib.muon``'s names (table
@@ -305,12 +341,14 @@ def muon(
             leaf path — a leaf routed to Muon that is not a matrix or whose
             dimension numbers do not fit its rank.
         TypeError: an optax name given together with the jaxlab option it sets,
-            or an optax option without a jaxlab equivalent.
+            an optax option without a jaxlab equivalent, or ``sharded`` not
+            ``True``, ``False`` or ``None``.
 
     References:
         Jordan, "Muon", 2024; Liu et al., "Muon is Scalable for LLM Training", 2025.
     """
     fn = "muon"
+    _check_sharded(fn, sharded)
     given = dict(
         steps=steps, coeffs=coeffs, normalize=normalize, normalize_eps=normalize_eps, adam_eps=adam_eps,
         shape_scaling=shape_scaling, update_rms=update_rms, dimension_numbers=dimension_numbers,
@@ -346,6 +384,7 @@ def muon(
             mu_dtype=mu_dtype,
             compute_dtype=compute_dtype,
             group_shapes=group_shapes,
+            sharded=sharded,
         ),
     ]
     if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):  # skip a pass over the weights

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Mapping
 from typing import TypedDict
 
@@ -11,6 +13,8 @@ import jax
 # Environment variables that mean "this process is one of several".
 _COORDINATOR_VARS = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
 _CLUSTER_SIZE_VARS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES")
+TIMEOUT_VAR = "JAXLAB_INITIALIZATION_TIMEOUT"
+DEFAULT_TIMEOUT_SECONDS = 300  # jax.distributed.initialize's own default
 
 
 class _InitializeArguments(TypedDict, total=False):
@@ -69,18 +73,70 @@ def initialize_arguments(environ: Mapping[str, str] | None = None) -> _Initializ
     return arguments
 
 
+def initialization_timeout(environ: Mapping[str, str] | None = None) -> int:
+    """Seconds a process waits for the others at start-up: ``JAXLAB_INITIALIZATION_TIMEOUT``, else 300 (JAX's default).
+
+    Raises:
+      ValueError: a value that is not a positive integer.
+    """
+    environ = os.environ if environ is None else environ
+    value = _int_var(environ, TIMEOUT_VAR, minimum=1)
+    return DEFAULT_TIMEOUT_SECONDS if value is None else value
+
+
+def wait_for_coordinator(address: str, timeout: float) -> None:
+    """Returns once a TCP connection to ``address`` (``host:port``) opens; raises after ``timeout`` seconds.
+
+    JAX's own client aborts the whole process (``DEADLINE_EXCEEDED`` from a C++
+    check, no Python exception) when the coordinator never answers, so the
+    processes other than 0 look for it first.
+
+    Raises:
+      ValueError: ``address`` is not ``host:port``.
+      ConnectionError: nothing accepted a connection at ``address`` in time,
+        naming the address, the variable and the timeout.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"JAX_COORDINATOR_ADDRESS must be host:port (process 0's), got {address!r}")
+    host = host.strip("[]")  # [::1]:1234
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(5.0, timeout)):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(
+                    f"cannot reach the coordinator at {address} (JAX_COORDINATOR_ADDRESS) after {timeout:g} s: {error}. "
+                    f"Start process 0 (it hosts the coordinator) on that host and port, check the address and the "
+                    f"firewall, or wait longer with {TIMEOUT_VAR}=SECONDS."
+                ) from None
+        time.sleep(0.5)
+
+
 def maybe_initialize_distributed() -> bool:
     """Calls ``jax.distributed.initialize`` once if the environment asks for it.
 
     A hand launch sets ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0),
     ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` on every process (see
     :func:`initialize_arguments`); under SLURM, Open MPI or on Cloud TPU, JAX
-    detects the cluster itself.
+    detects the cluster itself. Every process waits at most
+    :func:`initialization_timeout` seconds for the others; in a hand launch
+    the processes other than 0 first wait that long for the coordinator to
+    accept connections (:func:`wait_for_coordinator`).
 
     Returns:
       Whether initialization ran.
+
+    Raises:
+      ValueError: a malformed launch variable.
+      ConnectionError: a process other than 0 that cannot reach the coordinator.
     """
     if not is_multiprocess_environment() or jax.distributed.is_initialized():
         return False
-    jax.distributed.initialize(**initialize_arguments())
+    arguments, timeout = initialize_arguments(), initialization_timeout()
+    if arguments.get("process_id", 0) != 0 and "coordinator_address" in arguments:
+        wait_for_coordinator(arguments["coordinator_address"], timeout)
+    jax.distributed.initialize(**arguments, initialization_timeout=timeout)
     return True

@@ -48,7 +48,6 @@ Strategy = Literal["dp", "fsdp"]
 STRATEGIES: tuple[str, ...] = ("dp", "fsdp")
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
-DEFAULT_MIN_SHARD_BYTES = 4 * 2**20  # the size under which the trainer keeps an fsdp leaf replicated
 MESH_SPEC_FORM = "data:2,fsdp:4,tensor:1"
 _SPEC_ENTRY = re.compile(r"\s*([^:\s]*)\s*:\s*([^\s]*)\s*")
 
@@ -217,8 +216,8 @@ def state_shardings(tree: Any, mesh: Mesh, strategy: Strategy, *, min_shard_byte
       min_shard_bytes: under ``"fsdp"``, leaves smaller than this many bytes
         stay replicated: gathering them costs a collective each for little
         memory. ``0`` (the default) shards every leaf :func:`fsdp_spec`
-        allows; ``jaxlab.parallel.mesh.DEFAULT_MIN_SHARD_BYTES`` (4 MiB) is
-        the threshold meant for training runs.
+        allows; the trainer passes ``TrainConfig.min_shard_bytes`` (4 MiB by
+        default).
 
     Returns:
       A pytree of ``NamedSharding`` with the structure of ``tree``.

@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 from jaxlab.testing.causality import assert_causal
-from jaxlab.testing.collectives import Collective, collectives
+from jaxlab.testing.collectives import Collective, collective_bytes, collectives
 from jaxlab.testing.fields import (
     gaussian_flow_velocity,
     gaussian_log_density,
@@ -42,6 +42,7 @@ __all__ = [
     "attention_from_logits",
     "causal_mask",
     "clear_trace_counter",
+    "collective_bytes",
     "collectives",
     "dot_product_attention",
     "gaussian_flow_velocity",

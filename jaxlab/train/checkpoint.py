@@ -125,6 +125,12 @@ def short_reason(error: BaseException, limit: int = 200) -> str:
 class Checkpointer:
     """Saves and restores :class:`TrainState` under ``directory``.
 
+    Saves are asynchronous: :meth:`save` returns once the state is copied to
+    host memory and the files are written on a background thread (into a
+    temporary directory renamed when complete), so training goes on meanwhile.
+    Every read (:meth:`latest_step`, :meth:`all_steps`, restores) and
+    :meth:`close` first waits for a write in flight.
+
     Args:
       directory: where the step directories live (created on first save).
       keep: how many of the most recent checkpoints to keep.
@@ -136,21 +142,26 @@ class Checkpointer:
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
-        options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True, enable_async_checkpointing=False)
+        options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True, enable_async_checkpointing=True)
         return ocp.CheckpointManager(self.directory, options=options)
+
+    def _finished(self) -> ocp.CheckpointManager:
+        """The manager, once a save in flight is written."""
+        self._manager.wait_until_finished()
+        return self._manager
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
-        return self._manager.latest_step()
+        return self._finished().latest_step()
 
     def all_steps(self) -> list[int]:
         """The steps of all complete checkpoints, oldest first."""
-        return sorted(self._manager.all_steps())
+        return sorted(self._finished().all_steps())
 
     def save(self, state: TrainState) -> None:
         """Writes ``state`` at its own step (a no-op if that step is already saved)."""
         step = int(state.step)
-        if step in self._manager.all_steps():
+        if step in self.all_steps():
             return
         storable = _storable(state)
         args = ocp.args.Composite(
@@ -158,7 +169,6 @@ class Checkpointer:
             manifest=ocp.args.JsonSave({"format": FORMAT, "leaves": _manifest(storable)}),
         )
         self._manager.save(step, args=args, force=True)
-        self._manager.wait_until_finished()
 
     def restore(self, abstract_state: TrainState, step: int | None = None) -> TrainState:
         """Loads one checkpoint into the structure and shardings of ``abstract_state``.
@@ -186,7 +196,7 @@ class Checkpointer:
         _silence_late_read_callbacks()
         try:
             with _quiet_absl():
-                restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(targets)))
+                restored = self._finished().restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(targets)))
             restored = restored["state"]
         except Exception as error:
             raise UnreadableCheckpointError(step, short_reason(error)) from error
@@ -233,7 +243,7 @@ class Checkpointer:
         """One step's manifest: its leaves and its layout format (1: flat, 2: named)."""
         try:
             with _quiet_absl():
-                found = self._manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
+                found = self._finished().restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
             return found["manifest"]["leaves"], found["manifest"].get("format", 1)
         except Exception as error:  # any failure to read means a damaged step directory
             raise UnreadableCheckpointError(step, f"manifest: {short_reason(error)}") from error
@@ -262,6 +272,7 @@ class Checkpointer:
                 _set_nested(target, [field, *_path_keys(leaf["path"][len(prefix) :])], abstract(leaf))
         else:
             target = {f"{i:05d}": abstract(leaf) for i, leaf in wanted}
+        self._finished()  # a save in flight in this process
         reader = ocp.CheckpointManager(self.directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()})
         restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
         _silence_late_read_callbacks()
@@ -283,6 +294,7 @@ class Checkpointer:
 
     def set_aside(self, step: int) -> Path:
         """Renames step ``step``'s directory to ``<step>.unreadable`` (kept, out of orbax's way); process 0 only."""
+        self._finished()
         source = self.directory / str(step)
         target = self.directory / f"{step}.unreadable"
         suffix = 1

@@ -35,6 +35,16 @@ class TrainConfig:
       keep_checkpoints: how many recent checkpoints to keep.
       log_every: append a line to ``metrics.jsonl`` every this many steps.
       strategy: ``"dp"`` (replicated parameters) or ``"fsdp"`` (sharded).
+      mesh: the device mesh's shape as ``"data:2,fsdp:4,tensor:1"`` (axes
+        left out have size 1; :func:`jaxlab.parallel.parse_mesh_spec`); its
+        product must be the device count. ``""`` (default): every device on
+        ``data`` under ``"dp"``, on ``fsdp`` under ``"fsdp"``. Batches split
+        over ``data`` × ``fsdp``, so ``batch_size`` must divide by their
+        product.
+      min_shard_bytes: under ``"fsdp"``, parameter and state leaves smaller
+        than this many bytes stay replicated: gathering them costs a
+        collective each for little memory (4 MiB by default; 0 shards every
+        leaf with a divisible axis).
       steps_per_execution: optimizer steps run by one dispatch to the
         devices (a ``lax.scan`` over that many batches; Keras's name). More
         than 1 removes the host's per-step overhead for small models; a
@@ -45,7 +55,7 @@ class TrainConfig:
         rounding (XLA may fuse a scanned step differently).
     """
 
-    NONNEGATIVE: ClassVar[frozenset[str]] = frozenset({"seed", "warmup_steps", "split_seed"})
+    NONNEGATIVE: ClassVar[frozenset[str]] = frozenset({"seed", "warmup_steps", "split_seed", "min_shard_bytes"})
 
     steps: int = 1000
     seed: int = 0
@@ -58,12 +68,18 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 50
     strategy: Literal["dp", "fsdp"] = "dp"
+    mesh: str = ""
+    min_shard_bytes: int = 4 * 2**20
     steps_per_execution: int = 1
 
     def __post_init__(self) -> None:
         check_fields(self, nonnegative=self.NONNEGATIVE)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if self.mesh:
+            from jaxlab.parallel.mesh import parse_mesh_spec
+
+            parse_mesh_spec(self.mesh)  # the form only; the device count is checked where the devices are known
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -110,15 +126,19 @@ def check_fields(config: Any, *, nonnegative: Collection[str] = ()) -> None:
                 raise ValueError(f"{name} must hold only finite numbers, got {value!r}")
 
 
-def check_divisible(config: Any, fields: Collection[str], num_devices: int) -> None:
+def check_divisible(config: Any, fields: Collection[str], num_devices: int, *, over: str = "") -> None:
     """Checks that each named field of ``config`` (that it has) divides evenly over the devices.
+
+    ``over`` names what ``num_devices`` counts in the message (default: "the
+    number of devices").
 
     Raises:
       ValueError: naming the field, the device count and the value.
     """
+    over = over or f"the number of devices ({num_devices})"
     for name in fields:
         value = getattr(config, name, None)
         if _is_int(value) and value % num_devices:
             lower, upper = value - value % num_devices, value - value % num_devices + num_devices
             suggestion = f"e.g. {lower} or {upper}" if lower else f"e.g. {upper}"
-            raise ValueError(f"{name} must be divisible by the number of devices ({num_devices}), got {value} ({suggestion})")
+            raise ValueError(f"{name} must be divisible by {over}, got {value} ({suggestion})")

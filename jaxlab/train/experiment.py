@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import sys
 import types
 import typing
@@ -192,22 +193,34 @@ def has_progress(workdir: str | Path) -> bool:
 def validate_config(experiment: Experiment, config: Any, num_devices: int | None = None) -> None:
     """The checks that need the machine, run before anything is written or compiled.
 
-    The fields' own checks ran when the config was built; this adds that the
-    fields in ``experiment.sharded_fields`` divide over ``num_devices`` (all
-    of ``jax.devices()`` by default).
+    The fields' own checks ran when the config was built; this adds that a
+    ``mesh`` shape (if the config has one) holds exactly ``num_devices`` (all
+    of ``jax.devices()`` by default) and that the fields in
+    ``experiment.sharded_fields`` divide over the data-parallel size (the
+    mesh's ``data`` × ``fsdp``; every device without a ``mesh`` shape).
 
     Raises:
-      ValueError: naming the field, the device count and the value.
+      ValueError: naming the field, the size it must divide by and the value.
     """
     from jaxlab.train.config import check_divisible
 
-    if not experiment.sharded_fields:
+    spec = getattr(config, "mesh", "")
+    if not experiment.sharded_fields and not spec:
         return
     if num_devices is None:
         import jax
 
         num_devices = jax.device_count()
-    check_divisible(config, experiment.sharded_fields, num_devices)
+    if spec:
+        from jaxlab.parallel.mesh import BATCH_AXES, parse_mesh_spec
+
+        shape = parse_mesh_spec(spec)
+        if math.prod(shape.values()) != num_devices:
+            raise ValueError(f"mesh {spec!r} holds {math.prod(shape.values())} devices (the product of its sizes), but there are {num_devices}")
+        split = math.prod(shape[axis] for axis in BATCH_AXES)
+        check_divisible(config, experiment.sharded_fields, split, over=f"the data-parallel size (data × fsdp of mesh {spec!r}: {split})")
+    else:
+        check_divisible(config, experiment.sharded_fields, num_devices)
 
 
 def prepare_workdir(experiment: Experiment, config: Any, workdir: str | Path) -> Path:

@@ -13,6 +13,7 @@ parameters, bit for bit on CPU, as an uninterrupted one.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import inspect
@@ -117,24 +118,63 @@ def train_step(
     return new_state, metrics
 
 
-@dataclasses.dataclass
-class _IntervalMeans:
-    """Host-side running means of scalar metrics between two log lines."""
+def _tally(tally: dict | None, metrics: dict[str, jax.Array], step_after: jax.Array, length: int) -> dict:
+    """Adds one dispatch's metrics to the device-side tally kept between two log lines.
 
-    sums: dict[str, float] = dataclasses.field(default_factory=dict)
-    count: int = 0
+    ``tally`` holds the float32 sums of the scalar metrics (``(length,)`` rows
+    for a chunk), the first step whose loss was not finite (-1 while all were)
+    and that loss. ``step_after`` is the state's step after the dispatch, so
+    nothing here comes from the host.
+    """
+    per_step = {name: value for name, value in metrics.items() if jnp.ndim(value) == (0 if length == 1 else 1)}
+    losses = jnp.reshape(metrics["loss"], (-1,)).astype(jnp.float32)
+    if tally is None:
+        tally = {
+            "sums": {name: jnp.zeros((), jnp.float32) for name in per_step},
+            "first_bad": jnp.full((), -1, jnp.int32),
+            "bad_value": jnp.zeros((), jnp.float32),
+        }
+    bad = ~jnp.isfinite(losses)
+    first = jnp.argmax(bad)
+    new_bad = (tally["first_bad"] < 0) & jnp.any(bad)
+    return {
+        "sums": {name: total + jnp.sum(per_step[name], dtype=jnp.float32) for name, total in tally["sums"].items()},
+        "first_bad": jnp.where(new_bad, (step_after - length + 1 + first).astype(jnp.int32), tally["first_bad"]),
+        "bad_value": jnp.where(new_bad, losses[first], tally["bad_value"]),
+    }
 
-    def add(self, metrics: dict[str, Any], steps: int = 1) -> None:
-        """Adds ``steps`` steps' metrics: scalars for one step, or stacked ``(steps,)`` rows for a chunk."""
-        for name, value in metrics.items():
-            if np.ndim(value) == (0 if steps == 1 else 1):
-                self.sums[name] = self.sums.get(name, 0.0) + float(np.sum(value))
-        self.count += steps
 
-    def pop(self) -> dict[str, float]:
-        means = {name: total / max(self.count, 1) for name, total in self.sums.items()}
-        self.sums, self.count = {}, 0
-        return means
+_add_to_tally = jax.jit(_tally, static_argnums=3)
+
+
+class _Prefetcher:
+    """Builds and places batches on a host thread, so the next dispatches' batches are ready when the device is.
+
+    ``take(step, length)`` returns the placed batches of steps ``step + 1 …
+    step + length`` and queues the ones of the next ``ahead`` steps (at most
+    up to ``last``). One worker thread: batches are built in step order, and a
+    batch function that raises re-raises in ``take``.
+    """
+
+    def __init__(self, batches: BatchFn, sharding: jax.sharding.NamedSharding, last: int):
+        self._place = lambda s: parallel.put_global_batch(batches(s), sharding)
+        self._last = last
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxlab-batches")
+        self._futures: dict[int, concurrent.futures.Future] = {}
+
+    def take(self, step: int, length: int, ahead: int) -> list[Any]:
+        for s in range(step, min(step + length + ahead, self._last)):
+            if s not in self._futures:
+                self._futures[s] = self._pool.submit(self._place, s)
+        return [self._futures.pop(s).result() for s in range(step, step + length)]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def mesh_for(config: TrainConfig) -> jax.sharding.Mesh:
+    """The mesh of ``config``'s ``mesh`` shape over all devices (the strategy's default when it is ``""``)."""
+    return parallel.make_mesh(config.strategy, shape=parallel.parse_mesh_spec(config.mesh) if config.mesh else None)
 
 
 def abstract_train_state(
@@ -142,7 +182,7 @@ def abstract_train_state(
 ) -> tuple[TrainState, Any]:
     """Shapes and shardings of the state ``config`` builds, without computing it."""
     abstract = jax.eval_shape(lambda f: init_state(method, optimizer, batch, config.seed, f), frozen)
-    shardings = parallel.state_shardings(abstract, mesh, config.strategy)
+    shardings = parallel.state_shardings(abstract, mesh, config.strategy, min_shard_bytes=config.min_shard_bytes)
     with_shardings = jax.tree.map(lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract, shardings)
     return with_shardings, shardings
 
@@ -156,7 +196,7 @@ def compile_train_step(
     ``.memory_analysis()``, ``.cost_analysis()``, or the collectives of
     ``.as_text()`` (:func:`jaxlab.testing.collectives`).
     """
-    mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
+    mesh = mesh_for(config) if mesh is None else mesh
     abstract, _ = abstract_train_state(method, optimizer, batch, config, mesh)
     step = _step_for(method, optimizer, config, mesh, abstract)
     sharding = parallel.batch_sharding(mesh)
@@ -178,7 +218,7 @@ def restore_state(
     Unreadable newer checkpoints are skipped with a warning and left as they
     are; the step loaded is logged (logger ``jaxlab.train``, level INFO).
     """
-    mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
+    mesh = mesh_for(config) if mesh is None else mesh
     abstract, _ = abstract_train_state(method, optimizer, batch, config, mesh)
     checkpointer = Checkpointer(Path(workdir) / "checkpoints", keep=config.keep_checkpoints)
     try:
@@ -263,7 +303,7 @@ def train(
       config: the trainer fields (steps, seed, checkpointing, strategy, …).
       workdir: the run directory (``checkpoints/``, ``metrics.jsonl``, ``loss.png``).
       frozen: trees the loss reads but never trains (a teacher).
-      mesh: the device mesh; ``parallel.make_mesh(config.strategy)`` by default.
+      mesh: the device mesh; :func:`mesh_for` ``(config)`` by default.
       progress: show a tqdm progress bar.
       evaluate: optional ``state -> {name: scalar}``, called at every
         checkpoint step; its figures go into that step's ``metrics.jsonl``
@@ -413,9 +453,10 @@ class _Run:
     evaluate_every: int | None
     step_fns: dict[int, Any] = dataclasses.field(default_factory=dict)  # by steps per dispatch
     compiled: set[int] = dataclasses.field(default_factory=set)
-    means: _IntervalMeans = dataclasses.field(default_factory=_IntervalMeans)
+    tally: dict | None = None  # on the device: metric sums and the first non-finite loss since the last log line
+    tallied_steps: int = 0
+    prefetcher: _Prefetcher | None = None
     interval_seconds: float = 0.0
-    timed_steps: int = 0
     compile_seconds: float = 0.0
 
     @classmethod
@@ -424,7 +465,7 @@ class _Run:
         workdir = Path(workdir)
         if evaluate_every is not None and (not isinstance(evaluate_every, int) or evaluate_every < 1 or evaluate_every % config.log_every):
             raise ValueError(f"evaluate_every must be a positive multiple of log_every ({config.log_every}) or None, got {evaluate_every!r}")
-        mesh = parallel.make_mesh(config.strategy) if mesh is None else mesh
+        mesh = mesh_for(config) if mesh is None else mesh
         batch_sharding = parallel.batch_sharding(mesh)
         first_batch = batches(0)
         parallel.put_global_batch(first_batch, batch_sharding)  # raises on a bad batch size before any write
@@ -464,13 +505,13 @@ class _Run:
         """Steps ``state.step + 1 … until``: log, checkpoint, evaluate, honour signals, stop on a non-finite loss.
 
         Steps are dispatched ``config.steps_per_execution`` at a time (fewer
-        up to the next log or checkpoint step). Each dispatch's losses are
-        fetched one dispatch late so the host never stalls the device, except
-        at log and checkpoint steps and at ``until``, where they are checked
-        before anything is written. Compilation, evaluation and checkpoint
-        writes are not counted in ``steps_per_sec``.
+        up to the next log or checkpoint step). Metrics and the finite check
+        accumulate on the device (:func:`_tally`); the host fetches them only
+        at log and checkpoint steps and at ``until``, before anything is
+        written, so between them it only queues work. Compilation, evaluation
+        and checkpoint writes are not counted in ``steps_per_sec``.
         """
-        config, pending = self.config, None
+        config = self.config
         resumed = time.perf_counter()
         step = int(self.state.step)
         while step < until:
@@ -478,24 +519,22 @@ class _Run:
             batch = self._batches(step, length)
             resumed += self._compile_once(length, batch)
             self.state, metrics = self._step_fn(length)(self.state, batch, self.frozen)
+            self.tally = _add_to_tally(self.tally, metrics, self.state.step, length)
+            self.tallied_steps += length
             step += length
-            if pending is not None:
-                self._check(*pending)
-            pending = (step, length, metrics)
             must_save = step % config.checkpoint_every == 0 or step == config.steps or stop.requested
             log_now = step % config.log_every == 0 or must_save
             if log_now or step == until:
-                self._check(*pending)
-                pending = None
+                means = self._check()
             if log_now:
                 seconds = self.interval_seconds + time.perf_counter() - resumed
-                record = {"step": step, **self.means.pop(), "steps_per_sec": self.timed_steps / max(seconds, 1e-9)}
+                record = {"step": step, **means, "steps_per_sec": self.tallied_steps / max(seconds, 1e-9)}
                 if self.compile_seconds:
                     record["compile_seconds"] = self.compile_seconds
                 evaluate_now = must_save or (self.evaluate_every is not None and step % self.evaluate_every == 0)
                 if self.evaluate is not None and evaluate_now and not stop.requested:
                     record.update({f"eval_{k}": float(v) for k, v in self.evaluate(self.state).items()})
-                self.interval_seconds, self.timed_steps, self.compile_seconds = 0.0, 0, 0.0
+                self.interval_seconds, self.compile_seconds, self.tally, self.tallied_steps = 0.0, 0.0, None, 0
                 self.log_file.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
             bar.update(length)
@@ -514,8 +553,10 @@ class _Run:
         return min(config.steps_per_execution, next_event - step)
 
     def _batches(self, step: int, length: int) -> Any:
-        """The placed batch of step ``step + 1`` (``length`` 1), or the tuple of the next ``length`` batches."""
-        placed = tuple(parallel.put_global_batch(self.batches(s), self.batch_sharding) for s in range(step, step + length))
+        """The placed batch of step ``step + 1`` (``length`` 1), or the tuple of the next ``length``; two dispatches more are queued."""
+        if self.prefetcher is None:
+            self.prefetcher = _Prefetcher(self.batches, self.batch_sharding, self.config.steps)
+        placed = tuple(self.prefetcher.take(step, length, ahead=2 * length))
         return placed[0] if length == 1 else placed
 
     def _step_fn(self, length: int) -> Any:
@@ -534,21 +575,20 @@ class _Run:
         self.compile_seconds += seconds
         return seconds
 
-    def _check(self, step: int, length: int, metrics: Any) -> None:
-        """Raises at the first non-finite loss of the ``length`` steps ending at ``step``; else adds them to the means."""
-        host = jax.device_get(metrics)
-        losses = np.reshape(np.asarray(host["loss"], np.float64), -1)
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size:
-            raise NonFiniteLossError(step - length + 1 + int(bad[0]), float(losses[bad[0]]), self.checkpointer.latest_step())
-        self.means.add(host, steps=length)
-        self.timed_steps += length
+    def _check(self) -> dict[str, float]:
+        """Fetches the tally (the host's only wait): raises at the first non-finite loss, else returns the metric means."""
+        host = jax.device_get(self.tally)
+        if int(host["first_bad"]) >= 0:
+            raise NonFiniteLossError(int(host["first_bad"]), float(host["bad_value"]), self.checkpointer.latest_step())
+        return {name: float(total) / max(self.tallied_steps, 1) for name, total in host["sums"].items()}
 
     def save(self) -> None:
         """A checkpoint of the current step (a no-op if it is saved already)."""
         self.checkpointer.save(self.state)
 
     def close(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.close()
         self.checkpointer.close()
         if is_writer() and self.log_file.path.exists():
             plot_metrics(self.log_file.read(), self.workdir / "loss.png")
@@ -563,7 +603,8 @@ def _step_for(
     tuple of that many batches and returns every metric stacked ``(length,)``.
     """
     ema = (config.ema_decay, getattr(config, "ema_warmup", True))
-    return _jitted_train_step(method, optimizer, ema, mesh, config.strategy, _signature(abstract), length)
+    layout = (config.strategy, config.min_shard_bytes)
+    return _jitted_train_step(method, optimizer, ema, mesh, layout, _signature(abstract), length)
 
 
 def _signature(abstract: TrainState) -> tuple:
@@ -573,7 +614,7 @@ def _signature(abstract: TrainState) -> tuple:
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted_train_step(method, optimizer, ema, mesh, strategy, signature, length):
+def _jitted_train_step(method, optimizer, ema, mesh, layout, signature, length):
     """One jitted step per (method, optimizer, EMA, mesh, state layout), reused across ``train`` calls.
 
     Reusing the jitted function lets JAX reuse its compilation when a process
@@ -582,7 +623,8 @@ def _jitted_train_step(method, optimizer, ema, mesh, strategy, signature, length
     ema_decay, ema_warmup = ema
     treedef, leaves = signature
     abstract = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves])
-    shardings = parallel.state_shardings(abstract, mesh, strategy)
+    strategy, min_shard_bytes = layout
+    shardings = parallel.state_shardings(abstract, mesh, strategy, min_shard_bytes=min_shard_bytes)
     step = functools.partial(train_step, method, optimizer, ema_decay, ema_warmup=ema_warmup)
 
     def steps(state: TrainState, batch: Batch, frozen: Any) -> tuple[TrainState, dict[str, jax.Array]]:

@@ -39,6 +39,10 @@ def test_show_lists_fields_types_and_defaults(capsys):
         ("steps=0", "steps must be a positive int"),
         ("width=-5", "width must be a positive int, got -5"),
         ("batch_size=100", "batch_size must be divisible by the number of devices (8), got 100"),
+        ("mesh=data:3", "mesh 'data:3' holds 3 devices (the product of its sizes), but there are 8"),
+        ("mesh=data:2,gpu:4", "unknown axis 'gpu'"),
+        ("mesh=data:two", "mesh must look like 'data:2,fsdp:4,tensor:1'"),
+        ("min_shard_bytes=-1", "min_shard_bytes must be an int >= 0, got -1"),
         ("width", "FIELD=VALUE"),
     ],
 )
@@ -48,6 +52,23 @@ def test_bad_overrides_exit_2_naming_the_field_before_any_work(override, message
     assert message in captured.out + captured.err
     assert "Traceback" not in captured.out + captured.err
     assert not (tmp_path / "run").exists()  # nothing written, nothing compiled
+
+
+def test_a_batch_must_divide_over_the_data_parallel_axes_of_the_mesh(tmp_path, capsys):
+    """``tensor`` shares rows: 100 rows split 2 ways on ``data:2,tensor:4`` is fine, 8 ways on ``data:8`` is not."""
+    assert run_cli("train", "flow-toy2d", "--workdir", str(tmp_path / "run"), "--set", "mesh=data:8", "--set", "batch_size=100") == 2
+    assert "batch_size must be divisible by the data-parallel size (data × fsdp of mesh 'data:8': 8), got 100" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_mesh_shape_trains_like_the_default_mesh(tmp_path):
+    mesh = ["--set", "mesh=data:2,fsdp:2,tensor:2", "--set", "strategy=fsdp", "--set", "min_shard_bytes=0"]
+    assert run_cli("train", "flow-toy2d", "--workdir", str(tmp_path / "mesh"), "--steps", "20", *TINY, *mesh) == 0
+    assert run_cli("train", "flow-toy2d", "--workdir", str(tmp_path / "dp"), "--steps", "20", *TINY) == 0
+    assert json.loads((tmp_path / "mesh" / "trainer.json").read_text())["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
+    losses = {name: [r["loss"] for r in train.MetricsLog(tmp_path / name / "metrics.jsonl").read()] for name in ("mesh", "dp")}
+    assert len(losses["mesh"]) == 2
+    np.testing.assert_allclose(losses["mesh"], losses["dp"], rtol=1e-5)
 
 
 def test_set_reaches_a_nested_method_group_by_dotted_name(capsys):

@@ -100,6 +100,9 @@ CASES = [
          injected=dict(learning_rate=0.02, weight_decay=0.1), safety=64.0, inject_elementwise=None,
          documented_dtype_leaves=muon_momenta),
     Case("scale_by_muon", jo.scale_by_muon, dict(beta=0.9), matrix_params,  # matrices only: no AdamW branch
+         injected=dict(beta=0.5), safety=64.0, inject_elementwise=None, documented_dtype_leaves=muon_momenta),
+    # The replicated layout under a mesh (distributed Muon is the default there).
+    Case("scale_by_muon_replicated", functools.partial(jo.scale_by_muon, sharded=False), dict(beta=0.9), matrix_params,
          injected=dict(beta=0.5), safety=64.0, inject_elementwise=None, auto_sharding_gap=GROUPED_ACROSS_SHARDINGS,
          documented_dtype_leaves=muon_momenta),
     Case("spectral_decay", jo.spectral_decay, dict(rate=0.5, power_steps=2), dense_params, injected=dict(rate=0.25)),

@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec
 
 from jaxlab import parallel
 from jaxlab.parallel.mesh import _device_grid
+from jaxlab.train import TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -121,8 +122,8 @@ def test_the_size_threshold_keeps_small_leaves_replicated():
         "key": jax.random.key(0),  # an extended dtype
         "step": 3,
     }
-    default = parallel.state_shardings(tree, mesh, "fsdp", min_shard_bytes=parallel.mesh.DEFAULT_MIN_SHARD_BYTES)
-    assert parallel.mesh.DEFAULT_MIN_SHARD_BYTES == 4 * 2**20
+    default = parallel.state_shardings(tree, mesh, "fsdp", min_shard_bytes=TrainConfig().min_shard_bytes)
+    assert TrainConfig().min_shard_bytes == 4 * 2**20
     assert default["big"].spec == PartitionSpec("fsdp", None)
     assert default["small"].spec == PartitionSpec() and default["bias"].spec == PartitionSpec()
     assert default["key"].spec == PartitionSpec() and default["step"].spec == PartitionSpec()

@@ -52,7 +52,7 @@ def test_batch_is_split_over_all_devices():
 @pytest.mark.parametrize("strategy", ["dp", "fsdp"])
 def test_one_device_and_eight_devices_give_the_same_losses(strategy, tmp_path):
     method, optimizer, batches, config = tiny_setup()
-    config = dataclasses.replace(config, steps=12, strategy=strategy)
+    config = dataclasses.replace(config, steps=12, strategy=strategy, min_shard_bytes=0)  # shard even the tiny kernels
     one = parallel.make_mesh(strategy, devices=jax.devices()[:1])
     eight = parallel.make_mesh(strategy)
     state_one = train(method, optimizer, batches, config, tmp_path / "one", mesh=one, progress=False)

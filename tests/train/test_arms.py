@@ -1,15 +1,13 @@
 """Lock-step training of several arms: each arm is exactly its own train() run, resumes on its own, stops together."""
 
 import dataclasses
-import os
-import signal
 
 import numpy as np
 import optax
 import pytest
 
 from jaxlab.train import Arm, Checkpointer, MetricsLog, NonFiniteLossError, TrainingInterrupted, adamw_with_warmup, train, train_arms
-from tests.train.tiny import param_leaves
+from tests.train.tiny import param_leaves, signal_after_dispatch
 
 
 def _arms(method, optimizer, config):
@@ -39,20 +37,14 @@ def test_each_arm_equals_its_own_train_run(tiny, tmp_path):
     assert any(not np.array_equal(x, y) for x, y in zip(param_leaves(states["adamw"]), param_leaves(states["sgd"]), strict=True))
 
 
-def test_a_signal_checkpoints_every_arm_and_a_resumed_run_is_bitwise_the_straight_one(tiny, tmp_path):
+def test_a_signal_checkpoints_every_arm_and_a_resumed_run_is_bitwise_the_straight_one(tiny, tmp_path, monkeypatch):
     method, optimizer, batches, config = tiny
     config = dataclasses.replace(config, log_every=4)
     arms = _arms(method, optimizer, config)
-    calls = {"n": 0}
-
-    def batches_with_signal(step):
-        calls["n"] += 1
-        if calls["n"] == 23:  # 2 first batches, then turns of 4 steps: the second arm's step 9
-            os.kill(os.getpid(), signal.SIGTERM)
-        return batches(step)
-
-    with pytest.raises(TrainingInterrupted):
-        train_arms(arms, batches_with_signal, config, tmp_path / "run", progress=False)
+    with monkeypatch.context() as patched:
+        signal_after_dispatch(patched, 21)  # turns of 4 one-step dispatches: the second arm's step 9
+        with pytest.raises(TrainingInterrupted):
+            train_arms(arms, batches, config, tmp_path / "run", progress=False)
     steps = {name: Checkpointer(tmp_path / "run" / name / "checkpoints").latest_step() for name in arms}
     assert steps == {"adamw": 12, "sgd": 9}  # the interrupted arm stops mid-turn; the other is saved at its turn's end
     resumed = train_arms(arms, batches, config, tmp_path / "run", progress=False)

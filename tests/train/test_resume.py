@@ -1,7 +1,6 @@
 """Resuming reproduces an uninterrupted run bit for bit; signals and NaNs leave good checkpoints."""
 
 import dataclasses
-import os
 import signal
 
 import jax
@@ -16,7 +15,7 @@ from jaxlab.train import (
     TrainingInterrupted,
     train,
 )
-from tests.train.tiny import param_leaves
+from tests.train.tiny import param_leaves, signal_after_dispatch
 
 
 def test_resume_is_bitwise_identical(tiny, tmp_path):
@@ -46,17 +45,12 @@ def test_a_different_seed_changes_the_parameters(tiny, tmp_path):
     assert any(not np.array_equal(x, y) for x, y in zip(param_leaves(a), param_leaves(b)))
 
 
-def test_signal_writes_a_checkpoint_and_resume_continues(tiny, tmp_path):
+def test_signal_writes_a_checkpoint_and_resume_continues(tiny, tmp_path, monkeypatch):
     method, optimizer, batches, config = tiny
     interrupt_at = 17
-
-    def batches_with_signal(step):
-        if step == interrupt_at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return batches(step)
-
-    with pytest.raises(TrainingInterrupted) as stop:
-        train(method, optimizer, batches_with_signal, config, tmp_path, progress=False)
+    with monkeypatch.context() as patched, pytest.raises(TrainingInterrupted) as stop:
+        signal_after_dispatch(patched, interrupt_at + 1)  # after step 18's dispatch
+        train(method, optimizer, batches, config, tmp_path, progress=False)
     assert stop.value.signum == signal.SIGTERM
     assert stop.value.step == interrupt_at + 1
     assert Checkpointer(tmp_path / "checkpoints").latest_step() == interrupt_at + 1

@@ -2,13 +2,15 @@
 
 import dataclasses
 import functools
+import os
+import signal
 
 import jax
 import numpy as np
 
 from jaxlab.generative import RectifiedFlow
 from jaxlab.nn import TimeMLP
-from jaxlab.train import TrainConfig, adamw_with_warmup
+from jaxlab.train import TrainConfig, adamw_with_warmup, loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,3 +46,21 @@ def tiny_setup():
 
 def param_leaves(state):
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+
+
+def signal_after_dispatch(monkeypatch, dispatch: int, signum: int = signal.SIGTERM) -> None:
+    """Sends ``signum`` to this process right after the trainer's ``dispatch``-th step dispatch (counted from 1).
+
+    The trainer builds batches ahead on a thread, so a signal sent from a batch
+    function would land at a step that depends on timing; the tally update
+    runs in the main thread once per dispatch.
+    """
+    real, calls = loop._add_to_tally, {"n": 0}
+
+    def counting(*args):
+        calls["n"] += 1
+        if calls["n"] == dispatch:
+            os.kill(os.getpid(), signum)
+        return real(*args)
+
+    monkeypatch.setattr(loop, "_add_to_tally", counting)
