@@ -225,5 +225,6 @@ EXPERIMENTS = [
         description="byte LM with MHA / GQA / MQA / MLA at matched parameter count: val loss, KV-cache bytes/token, decode tokens/s",
         config=Config(),
         run=run,
+        tensor_fields=("num_heads",),  # tensor parallelism splits the heads
     )
 ]

@@ -229,5 +229,6 @@ EXPERIMENTS = [
         description="byte LM trained at context 128; loss at 128…2048 with RoPE, PI, NTK, dynamic NTK, YaRN, (Leaky) ReRoPE ± log-n",
         config=Config(),
         run=run,
+        tensor_fields=("num_heads",),  # tensor parallelism splits the heads
     )
 ]

@@ -54,6 +54,7 @@ from jaxlab.nn.attention_core import (
 from jaxlab.nn.kv_cache import KVCache
 from jaxlab.nn.rerope import grouped_logits, rerope_logits
 from jaxlab.nn.rope_scaling import RopeConfig, rotate, scaled_frequencies
+from jaxlab.nn.sharding import BATCH, HEADS, KV_HEADS, LENGTH, constrain
 
 
 def _check_positive(name: str, value: Any) -> None:
@@ -152,9 +153,10 @@ class MultiHeadAttention(nn.Module):
             mask = check_padding_mask(mask, x, None if cache is None else cache.index)
         # 2-D kernels (D, heads·d): the same maps as per-head tensors, and much cheaper to compile at init
         dense = lambda width, name: nn.Dense(width, use_bias=False, param_dtype=self.param_dtype, name=name)
-        q = dense(h * d, "query")(x).reshape(b, t, h, d)
-        k = dense(kv * d, "key")(x).reshape(b, t, kv, d)
-        v = dense(kv * d, "value")(x).reshape(b, t, kv, d)
+        # Megatron-style tensor parallelism: heads split over "tensor", one all-reduce after "out".
+        q = constrain(dense(h * d, "query")(x).reshape(b, t, h, d), (BATCH, LENGTH, HEADS, None))
+        k = constrain(dense(kv * d, "key")(x).reshape(b, t, kv, d), (BATCH, LENGTH, KV_HEADS, None))
+        v = constrain(dense(kv * d, "value")(x).reshape(b, t, kv, d), (BATCH, LENGTH, KV_HEADS, None))
 
         q_pos = query_positions(t, None if cache is None else cache.index, positions)
         length = t if cache is None else cache.max_len  # for dynamic NTK
@@ -176,7 +178,7 @@ class MultiHeadAttention(nn.Module):
         scale = logit_scale(cfg.rope, q_pos, d, own.ndim)
         probs = softmax_parts([p * scale for p in parts], [expand_mask(m, own.ndim) for m in masks])
         out = cast(Array, sum(jnp.einsum("bkgts,bksd->bkgtd", p.astype(val.dtype), val) for p, val in zip(probs, values)))  # values is non-empty
-        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * d)  # heads concatenated
+        out = constrain(out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * d), (BATCH, LENGTH, HEADS))  # heads concatenated
         y = dense(features, "out")(out)
         counts = None if mask is None else jnp.sum(mask, axis=1, dtype=jnp.int32)
         return y, None if cache is None else cache.append(k, v, counts)

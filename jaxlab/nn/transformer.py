@@ -32,7 +32,7 @@ from jaxlab.nn.attention import AttentionConfig, MultiHeadAttention
 from jaxlab.nn.kv_cache import init_cache
 from jaxlab.nn.mla import MLAConfig, MultiHeadLatentAttention
 from jaxlab.nn.rope_scaling import RopeConfig
-from jaxlab.nn.sharding import BATCH, EMBED, LENGTH, constrain
+from jaxlab.nn.sharding import BATCH, EMBED, LENGTH, MLP, constrain
 
 ACTIVATION = (BATCH, LENGTH, EMBED)  # (b, t, D), and (b, t, V) for the logits
 
@@ -86,8 +86,9 @@ class SwiGLU(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:  # (b, t, D) -> (b, t, D)
-        gate = nn.Dense(self.hidden, use_bias=False, name="gate")(x)
-        up = nn.Dense(self.hidden, use_bias=False, name="up")(x)
+        hidden = (BATCH, LENGTH, MLP)  # split over "tensor": column-parallel gate/up, row-parallel down
+        gate = constrain(nn.Dense(self.hidden, use_bias=False, name="gate")(x), hidden)
+        up = constrain(nn.Dense(self.hidden, use_bias=False, name="up")(x), hidden)
         return nn.Dense(x.shape[-1], use_bias=False, name="down")(nn.silu(gate) * up)
 
 

@@ -3,6 +3,7 @@
 from jaxlab.parallel.distributed import initialize_arguments, is_multiprocess_environment, maybe_initialize_distributed
 from jaxlab.parallel.mesh import (
     STRATEGIES,
+    TENSOR_RULES,
     Strategy,
     activation_rules,
     batch_sharding,
@@ -13,10 +14,12 @@ from jaxlab.parallel.mesh import (
     put_global_batch,
     replicated,
     state_shardings,
+    tensor_axis,
 )
 
 __all__ = [
     "STRATEGIES",
+    "TENSOR_RULES",
     "Strategy",
     "activation_rules",
     "batch_sharding",
@@ -30,4 +33,5 @@ __all__ = [
     "put_global_batch",
     "replicated",
     "state_shardings",
+    "tensor_axis",
 ]

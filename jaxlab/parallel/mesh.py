@@ -17,12 +17,17 @@ axes ``("data", "fsdp", "tensor")``, ``NamedSharding`` for every array, and
 
 The batch's leading axis is split over ``("data", "fsdp")`` in both cases, so
 the global batch size must be divisible by their product
-(:func:`data_parallel_size`). Devices along ``tensor`` see the same rows: the
-axis is reserved for tensor parallelism, but no parameter rule uses it yet, so
-today it only replicates. Activations stay split by the batch: networks name
-their axes (:mod:`jaxlab.nn.sharding`, the logical-axis idea of maxtext: layers
-name axes, one rule table maps names to mesh axes) and the trainer traces its
-step under :func:`activation_rules`.
+(:func:`data_parallel_size`). Devices along ``tensor`` see the same rows and
+split the attention heads and MLP hidden units (Megatron-LM tensor
+parallelism, Shoeybi et al. 2019, arXiv:1909.08053): the query/key/value and
+gate/up kernels by columns, the attention-output and down kernels by rows
+(:data:`TENSOR_RULES`, :func:`tensor_axis`), so each block costs one
+all-reduce of its output over ``tensor`` forward and one backward. Under
+``"fsdp"`` such a kernel is split over ``fsdp`` along another axis as well.
+Activations stay split by the batch (and by heads / hidden units over
+``tensor``): networks name their axes (:mod:`jaxlab.nn.sharding`, the
+logical-axis idea of maxtext: layers name axes, one rule table maps names to
+mesh axes) and the trainer traces its step under :func:`activation_rules`.
 
 On several hosts the device grid keeps ``fsdp`` and ``tensor`` within a host
 and lets ``data`` span hosts when the shape allows it (``data`` divisible by the
@@ -42,7 +47,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 
-from jaxlab.nn.sharding import BATCH, EMBED, HEIGHT, LENGTH, WIDTH
+from jaxlab.nn.sharding import BATCH, EMBED, HEADS, HEIGHT, KV_HEADS, LENGTH, MLP, WIDTH
 
 Strategy = Literal["dp", "fsdp"]
 STRATEGIES: tuple[str, ...] = ("dp", "fsdp")
@@ -50,6 +55,16 @@ MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 MESH_SPEC_FORM = "data:2,fsdp:4,tensor:1"
 _SPEC_ENTRY = re.compile(r"\s*([^:\s]*)\s*:\s*([^\s]*)\s*")
+
+# (pattern on a leaf's "/"-joined path, axis split over "tensor"): the kernels of
+# jaxlab.nn.MultiHeadAttention and the SwiGLU of jaxlab.nn.DecoderLM; they match the
+# parameters and every optimizer-state leaf that mirrors them (Adam moments, momenta).
+TENSOR_RULES: tuple[tuple[str, int], ...] = (
+    (r"(^|/)(query|key|value)/kernel$", 1),  # (D, heads·d): column-parallel
+    (r"(^|/)attention/out/kernel$", 0),  # (heads·d, D): row-parallel
+    (r"(^|/)mlp/(gate|up)/kernel$", 1),  # (D, hidden): column-parallel
+    (r"(^|/)mlp/down/kernel$", 0),  # (hidden, D): row-parallel
+)
 
 
 def parse_mesh_spec(spec: str) -> dict[str, int]:
@@ -167,8 +182,12 @@ def data_parallel_size(mesh: Mesh | AbstractMesh) -> int:
 
 
 def activation_rules() -> tuple[tuple[str, Any], ...]:
-    """Flax logical-axis rules for activations (:mod:`jaxlab.nn.sharding`): the batch over ``("data", "fsdp")``, the rest whole."""
-    return ((BATCH, BATCH_AXES), (LENGTH, None), (EMBED, None), (HEIGHT, None), (WIDTH, None))
+    """Flax logical-axis rules for activations (:mod:`jaxlab.nn.sharding`).
+
+    The batch over ``("data", "fsdp")``, heads and MLP hidden units over
+    ``"tensor"``, the rest whole.
+    """
+    return ((BATCH, BATCH_AXES), (HEADS, "tensor"), (KV_HEADS, "tensor"), (MLP, "tensor"), (LENGTH, None), (EMBED, None), (HEIGHT, None), (WIDTH, None))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -188,15 +207,46 @@ def fsdp_spec(shape: Sequence[int], num_shards: int) -> PartitionSpec:
     gathers cost a collective each for next to no memory) and leaves with no
     divisible axis are replicated.
     """
-    if num_shards <= 1 or len(shape) < 2:
+    axis = _fsdp_axis(shape, num_shards, None)
+    if axis is None:
         return PartitionSpec()
-    divisible = [(size, -axis) for axis, size in enumerate(shape) if size % num_shards == 0]
-    if not divisible:
-        return PartitionSpec()
-    _, neg_axis = max(divisible)
     spec: list[str | None] = [None] * len(shape)
-    spec[-neg_axis] = "fsdp"
+    spec[axis] = "fsdp"
     return PartitionSpec(*spec)
+
+
+def _path_names(path: tuple) -> str:
+    """A pytree path as ``"params/block_0/attention/query/kernel"``."""
+    names = (getattr(entry, "key", getattr(entry, "name", getattr(entry, "idx", entry))) for entry in path)
+    return "/".join(str(name) for name in names)
+
+
+def tensor_axis(path: str, shape: Sequence[int], num_shards: int) -> int | None:
+    """The axis of a leaf that :data:`TENSOR_RULES` split over ``tensor``, or ``None``.
+
+    Args:
+      path: the leaf's path with ``/`` between keys (``"params/block_0/mlp/up/kernel"``).
+      shape: the leaf's shape.
+      num_shards: the size of the mesh's ``tensor`` axis.
+
+    Returns:
+      The rule's axis when a rule matches a 2-D leaf whose axis ``num_shards``
+      divides (and ``num_shards > 1``); otherwise ``None`` (replicated over ``tensor``).
+    """
+    if num_shards <= 1 or len(shape) != 2:
+        return None
+    for pattern, axis in TENSOR_RULES:
+        if re.search(pattern, path):
+            return axis if shape[axis] % num_shards == 0 else None
+    return None
+
+
+def _fsdp_axis(shape: Sequence[int], num_shards: int, taken: int | None) -> int | None:
+    """:func:`fsdp_spec`'s choice of axis, skipping the one already split over ``tensor``."""
+    if num_shards <= 1 or len(shape) < 2:
+        return None
+    divisible = [(size, -axis) for axis, size in enumerate(shape) if size % num_shards == 0 and axis != taken]
+    return -max(divisible)[1] if divisible else None
 
 
 def _num_bytes(leaf: Any) -> int:
@@ -210,12 +260,16 @@ def state_shardings(tree: Any, mesh: Mesh, strategy: Strategy, *, min_shard_byte
 
     Args:
       tree: a pytree of arrays or ``jax.ShapeDtypeStruct``.
-      mesh: the mesh from :func:`make_mesh`.
-      strategy: ``"dp"`` (replicate everything) or ``"fsdp"`` (:func:`fsdp_spec`
-        over the mesh's ``fsdp`` axis).
+      mesh: the mesh from :func:`make_mesh`. With a ``tensor`` axis larger
+        than 1, the leaves :func:`tensor_axis` names are split over it under
+        either strategy, whatever their size (their activations are split the
+        same way, so a replicated kernel would cost a gather per use).
+      strategy: ``"dp"`` (replicate everything else) or ``"fsdp"``
+        (:func:`fsdp_spec` over the mesh's ``fsdp`` axis, on an axis other
+        than the tensor-parallel one).
       min_shard_bytes: under ``"fsdp"``, leaves smaller than this many bytes
-        stay replicated: gathering them costs a collective each for little
-        memory. ``0`` (the default) shards every leaf :func:`fsdp_spec`
+        are not split over ``fsdp``: gathering them costs a collective each for
+        little memory. ``0`` (the default) shards every leaf :func:`fsdp_spec`
         allows; the trainer passes ``TrainConfig.min_shard_bytes`` (4 MiB by
         default).
 
@@ -228,14 +282,20 @@ def state_shardings(tree: Any, mesh: Mesh, strategy: Strategy, *, min_shard_byte
         raise TypeError(f"min_shard_bytes must be an int (bytes), got {type(min_shard_bytes).__name__} {min_shard_bytes!r}")
     if min_shard_bytes < 0:
         raise ValueError(f"min_shard_bytes must be >= 0, got {min_shard_bytes}")
-    num_shards = mesh.shape["fsdp"]
 
-    def leaf_sharding(leaf: Any) -> NamedSharding:
-        if strategy == "dp" or (min_shard_bytes and _num_bytes(leaf) < min_shard_bytes):
-            return NamedSharding(mesh, PartitionSpec())
-        return NamedSharding(mesh, fsdp_spec(np.shape(leaf), num_shards))
+    def leaf_sharding(path: tuple, leaf: Any) -> NamedSharding:
+        shape = np.shape(leaf)
+        spec: list[str | None] = [None] * len(shape)
+        tensor = tensor_axis(_path_names(path), shape, mesh.shape["tensor"])
+        if tensor is not None:
+            spec[tensor] = "tensor"
+        if strategy == "fsdp" and not (min_shard_bytes and _num_bytes(leaf) < min_shard_bytes):
+            fsdp = _fsdp_axis(shape, mesh.shape["fsdp"], tensor)
+            if fsdp is not None:
+                spec[fsdp] = "fsdp"
+        return NamedSharding(mesh, PartitionSpec(*spec) if any(spec) else PartitionSpec())
 
-    return jax.tree.map(leaf_sharding, tree)
+    return jax.tree_util.tree_map_with_path(leaf_sharding, tree)
 
 
 def put_global_batch(batch: Any, sharding: NamedSharding) -> Any:

@@ -42,6 +42,8 @@ class Experiment:
       sharded_fields: config fields split over all devices (the trainer's
         batch), so they must be divisible by the device count; checked before
         anything is written. Experiments that do not use the trainer set ``()``.
+      tensor_fields: config fields that the mesh's ``tensor`` axis must divide
+        (an attention head count: tensor parallelism splits the heads).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Experiment:
     plot_samples: Callable[..., None] | None = None
     reference_data: Callable[[Any, int], Any] | None = None
     sharded_fields: tuple[str, ...] = ("batch_size",)
+    tensor_fields: tuple[str, ...] = ()
 
 
 def import_experiment_file(path: str | Path) -> types.ModuleType:
@@ -197,7 +200,8 @@ def validate_config(experiment: Experiment, config: Any, num_devices: int | None
     ``mesh`` shape (if the config has one) holds exactly ``num_devices`` (all
     of ``jax.devices()`` by default) and that the fields in
     ``experiment.sharded_fields`` divide over the data-parallel size (the
-    mesh's ``data`` × ``fsdp``; every device without a ``mesh`` shape).
+    mesh's ``data`` × ``fsdp``; every device without a ``mesh`` shape) and the
+    mesh's ``tensor`` size divides the fields in ``experiment.tensor_fields``.
 
     Raises:
       ValueError: naming the field, the size it must divide by and the value.
@@ -219,6 +223,7 @@ def validate_config(experiment: Experiment, config: Any, num_devices: int | None
             raise ValueError(f"mesh {spec!r} holds {math.prod(shape.values())} devices (the product of its sizes), but there are {num_devices}")
         split = math.prod(shape[axis] for axis in BATCH_AXES)
         check_divisible(config, experiment.sharded_fields, split, over=f"the data-parallel size (data × fsdp of mesh {spec!r}: {split})")
+        check_divisible(config, experiment.tensor_fields, shape["tensor"], over=f"the tensor-parallel size (tensor of mesh {spec!r}: {shape['tensor']})")
     else:
         check_divisible(config, experiment.sharded_fields, num_devices)
 

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from jaxlab import parallel
@@ -522,7 +523,9 @@ class _Run:
             self.tally = _add_to_tally(self.tally, metrics, self.state.step, length)
             self.tallied_steps += length
             step += length
-            must_save = step % config.checkpoint_every == 0 or step == config.steps or stop.requested
+            periodic_save = step % config.checkpoint_every == 0 or step == config.steps
+            signum = _agreed_signal(stop, at_check=step % config.log_every == 0 or periodic_save or step == until)
+            must_save = periodic_save or signum is not None
             log_now = step % config.log_every == 0 or must_save
             if log_now or step == until:
                 means = self._check()
@@ -532,7 +535,7 @@ class _Run:
                 if self.compile_seconds:
                     record["compile_seconds"] = self.compile_seconds
                 evaluate_now = must_save or (self.evaluate_every is not None and step % self.evaluate_every == 0)
-                if self.evaluate is not None and evaluate_now and not stop.requested:
+                if self.evaluate is not None and evaluate_now and signum is None:
                     record.update({f"eval_{k}": float(v) for k, v in self.evaluate(self.state).items()})
                 self.interval_seconds, self.compile_seconds, self.tally, self.tallied_steps = 0.0, 0.0, None, 0
                 self.log_file.append(record)
@@ -542,8 +545,8 @@ class _Run:
                 self.checkpointer.save(self.state)
             if log_now:
                 resumed = time.perf_counter()  # evaluation and checkpoint writes are not training time
-            if stop.signum is not None:
-                raise TrainingInterrupted(stop.signum, step)
+            if signum is not None:
+                raise TrainingInterrupted(signum, step)
         self.interval_seconds += time.perf_counter() - resumed  # an interval split between turns counts only this run's time
 
     def _stretch(self, step: int, until: int) -> int:
@@ -592,6 +595,23 @@ class _Run:
         self.checkpointer.close()
         if is_writer() and self.log_file.path.exists():
             plot_metrics(self.log_file.read(), self.workdir / "loss.png")
+
+
+def _agreed_signal(stop: StopRequest, *, at_check: bool) -> int | None:
+    """The signal that stops training after this step on every process, or ``None``.
+
+    One process honours its own signal after any step. Several processes must
+    all checkpoint the same step (the write is collective), but a signal may
+    reach only one of them (a preempted host): they agree at the steps where
+    every process fetches its tally anyway (log and checkpoint steps, and
+    the end of an ``advance``), by gathering each one's signal number.
+    """
+    if jax.process_count() == 1:
+        return stop.signum
+    if not at_check:
+        return None
+    received = multihost_utils.process_allgather(np.int32(stop.signum or 0))  # (num_processes,)
+    return int(np.max(received)) or None
 
 
 def _step_for(

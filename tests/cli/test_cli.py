@@ -61,6 +61,12 @@ def test_a_batch_must_divide_over_the_data_parallel_axes_of_the_mesh(tmp_path, c
     assert not (tmp_path / "run").exists()
 
 
+def test_the_tensor_axis_must_divide_the_head_count(tmp_path, capsys):
+    assert run_cli("train", "lm-attention", "--workdir", str(tmp_path / "run"), "--set", "mesh=data:1,tensor:8") == 2
+    assert "num_heads must be divisible by the tensor-parallel size (tensor of mesh 'data:1,tensor:8': 8), got 4" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_mesh_shape_trains_like_the_default_mesh(tmp_path):
     mesh = ["--set", "mesh=data:2,fsdp:2,tensor:2", "--set", "strategy=fsdp", "--set", "min_shard_bytes=0"]
     assert run_cli("train", "flow-toy2d", "--workdir", str(tmp_path / "mesh"), "--steps", "20", *TINY, *mesh) == 0
