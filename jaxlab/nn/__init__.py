@@ -112,3 +112,29 @@ __all__ += [
 from jaxlab.nn.unet import ConditionedResBlock, UNet
 
 __all__ += ["ConditionedResBlock", "UNet"]
+
+from jaxlab.nn.dit import (
+    DiT,
+    DiTBlock,
+    DiTConfig,
+    dit_config,
+    dit_names,
+    patchify,
+    sincos_2d_embedding,
+    stack_blocks,
+    unpatchify,
+    unstack_blocks,
+)
+
+__all__ += [
+    "DiT",
+    "DiTBlock",
+    "DiTConfig",
+    "dit_config",
+    "dit_names",
+    "patchify",
+    "sincos_2d_embedding",
+    "stack_blocks",
+    "unpatchify",
+    "unstack_blocks",
+]
