@@ -1,10 +1,11 @@
-"""The ``jaxlab`` command: list, show, train and sample registered experiments.
+"""The ``jaxlab`` command: list, show, train and sample registered experiments; FID reference statistics.
 
     jaxlab list
     jaxlab show NAME
     jaxlab train NAME [--workdir DIR] [--steps N] [--seed S] [--set FIELD=VALUE ...]
     jaxlab train NAME --set --help          (the config fields, as --set takes them)
     jaxlab sample NAME --workdir DIR [--steps K] [--num N]
+    jaxlab fid-stats SOURCE OUT [--weights PATH] [--batch-size N]
 
 Experiments are the ``EXPERIMENTS`` lists of the modules in the repository's
 ``experiments/`` folder (or the folder named by ``$JAXLAB_EXPERIMENTS``). They
@@ -37,6 +38,7 @@ import os
 import signal
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,6 +95,21 @@ class Sample:
     steps: Annotated[int | None, tyro.conf.arg(metavar="K", help="sampler steps", help_behavior_hint="(default: the experiment's)")] = None
     num: Annotated[int, tyro.conf.arg(metavar="N", help="number of samples")] = 1000
     seed: Annotated[int, tyro.conf.arg(metavar="S", help="sampling seed")] = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FidStats:
+    """Compute FID reference statistics (mean, covariance of Inception pool-3 features) of an image folder or .npz once; writes an .npz of mu, sigma."""
+
+    source: Annotated[
+        str, tyro.conf.Positional, tyro.conf.arg(metavar="SOURCE", help="folder of image files (png, jpg, ...) or .npz of uint8 images (n, h, w[, c])")
+    ]
+    out: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="OUT", help="statistics file to write (.npz with mu, sigma)")]
+    weights: Annotated[
+        str | None,
+        tyro.conf.arg(metavar="PATH", help="Inception weights .npz (see jaxlab.eval.inception)", help_behavior_hint="(default: the jaxlab cache directory)"),
+    ] = None
+    batch_size: Annotated[int, tyro.conf.arg(metavar="N", help="images per forward pass")] = 50
 
 
 NOT_PACKAGED = (
@@ -397,6 +414,24 @@ def cmd_sample(command: Sample) -> None:
         print(f"wrote {stem.with_suffix('.png')}")
 
 
+def cmd_fid_stats(command: FidStats) -> None:
+    if command.batch_size < 1:
+        _fail(f"--batch-size must be positive, got {command.batch_size}", EXIT_USAGE)
+    from tqdm.auto import tqdm
+
+    from jaxlab.eval import fid, inception
+
+    try:  # a missing weights file or image folder, unreadable or mismatched images: a message, exit 2
+        variables = inception.load_inception_variables(command.weights)
+        batches = tqdm(fid.image_batches(command.source, command.batch_size), desc="Inception features", unit="batch", dynamic_ncols=True)
+        stats = inception.inception_statistics(variables, batches, batch_size=command.batch_size)
+        mu, sigma = stats.statistics()
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        _fail(str(error), EXIT_USAGE)
+    fid.save_statistics(command.out, mu, sigma, count=stats.samples)
+    print(f"wrote {command.out} (mu, sigma of the Inception features of {stats.samples} images)")
+
+
 def _field_help(argv: list[str]) -> bool:
     """``jaxlab train NAME --set --help``: the config fields as tyro parses them (tyro's own hint points here)."""
     if len(argv) < 3 or argv[0] != "train":
@@ -416,11 +451,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if _field_help(argv):
             return
-        command = tyro.extras.subcommand_cli_from_dict({"list": List, "show": Show, "train": Train, "sample": Sample}, prog="jaxlab", args=argv)
+        commands: dict[str, Callable[..., Any]] = {"list": List, "show": Show, "train": Train, "sample": Sample, "fid-stats": FidStats}
+        command = tyro.extras.subcommand_cli_from_dict(commands, prog="jaxlab", args=argv)
         if isinstance(command, List):
             cmd_list()
         elif isinstance(command, Show):
             cmd_show(command)
+        elif isinstance(command, FidStats):
+            cmd_fid_stats(command)
         else:
             from jaxlab.train.signals import interrupt_before_training
 

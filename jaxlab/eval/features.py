@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from pathlib import Path
 
 import jax
@@ -32,6 +31,8 @@ import numpy as np
 import optax
 
 from jaxlab.data import NUM_LEVELS, digits_split
+from jaxlab.eval import fid
+from jaxlab.eval.fid import save_npz_atomic
 
 RECIPE = {"version": 1, "seed": 0, "hidden": 128, "features": 64, "steps": 300, "learning_rate": 3e-3, "weight_decay": 1e-4}
 _FILE_NAME = "digits_features_v{version}_seed{seed}.npz"
@@ -86,18 +87,6 @@ def train_classifier(recipe: dict = RECIPE) -> dict[str, np.ndarray]:
     return {name: np.asarray(value) for name, value in params.items()}
 
 
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.savez(file, **arrays)  # type: ignore[arg-type]  # mypy also matches **arrays against savez's allow_pickle: bool
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @functools.lru_cache(maxsize=4)
 def _load_classifier(directory: str) -> dict[str, np.ndarray]:
     path = Path(directory) / _FILE_NAME.format(**RECIPE)
@@ -107,7 +96,7 @@ def _load_classifier(directory: str) -> dict[str, np.ndarray]:
             if "recipe" in archive and np.array_equal(archive["recipe"], recipe):
                 return {name: archive[name] for name in archive.files if name != "recipe"}
     params = train_classifier(RECIPE)
-    _save_atomic(path, {**params, "recipe": recipe})
+    save_npz_atomic(path, {**params, "recipe": recipe})
     return params
 
 
@@ -129,21 +118,16 @@ def classify_digits(images, *, directory: str | Path | None = None) -> jax.Array
 def frechet_distance(x: np.ndarray | jax.Array, y: np.ndarray | jax.Array) -> float:
     """Fréchet distance between Gaussians fitted to feature sets x (n, k) and y (m, k).
 
-    ‖μx − μy‖² + tr Σx + tr Σy − 2·tr (Σx^{1/2} Σy Σx^{1/2})^{1/2}, computed in
-    float64 with symmetric eigendecompositions (no complex square roots).
+    :func:`jaxlab.eval.fid.frechet_distance` of their :func:`~jaxlab.eval.fid.feature_statistics`
+    (float64, symmetric eigendecompositions).
 
     References:
       Dowson, Landau 1982; Heusel et al. 2017 (FID).
     """
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(x.shape[0], y.shape[0]) < 2:
         raise ValueError(f"x and y must be (n, k) and (m, k) with n, m >= 2, got {x.shape} and {y.shape}")
-    mean_gap = np.sum(np.square(x.mean(0) - y.mean(0)))
-    cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
-    values, vectors = np.linalg.eigh(cov_x)
-    root_x = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-    cross = np.linalg.eigvalsh(root_x @ cov_y @ root_x)
-    return float(mean_gap + np.trace(cov_x) + np.trace(cov_y) - 2.0 * np.sum(np.sqrt(np.clip(cross, 0.0, None))))
+    return fid.frechet_distance(*fid.feature_statistics(x), *fid.feature_statistics(y))
 
 
 def digits_frechet_distance(images_a, images_b, *, directory: str | Path | None = None) -> float:
