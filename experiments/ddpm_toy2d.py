@@ -35,6 +35,7 @@ from jaxlab.data import sample_toy2d, toy2d_batches
 from jaxlab.eval import energy_distance
 from jaxlab.generative import Diffusion, schedules
 from jaxlab.nn import TimeMLP
+from jaxlab.parallel import sharded_sampler
 from jaxlab.recipes import toy2d
 from jaxlab.train import Experiment, adamw_with_warmup, is_writer, named_key, restore_params, save_figure, train, write_json_atomic, write_text_atomic
 
@@ -145,7 +146,7 @@ def run(config: Config, workdir: Path) -> dict[str, float | None]:
         "energy_noise": distance(np.asarray(jax.random.normal(noise_key, (num, 2)))),
         "energy_data": distance(data),
     }
-    draw = jax.jit(method.sample, static_argnames=("num", "steps", "sampler"))
+    draw = sharded_sampler(method.sample, static_argnames=("num", "steps", "sampler"))
     grid = {}
     for sampler in SAMPLERS:
         for steps in config.step_counts:

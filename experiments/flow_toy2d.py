@@ -26,6 +26,7 @@ from jaxlab.data import sample_toy2d, toy2d_batches
 from jaxlab.eval import energy_distance
 from jaxlab.generative import RectifiedFlow
 from jaxlab.nn import TimeMLP
+from jaxlab.parallel import sharded_sampler
 from jaxlab.recipes import toy2d
 from jaxlab.train import (
     Experiment,
@@ -117,7 +118,7 @@ def plot_samples(samples: np.ndarray, path: Path, *, data: np.ndarray | None = N
 
 def run(config: Config, workdir: Path) -> dict[str, float]:
     method = build_method(config)
-    draw = jax.jit(method.sample, static_argnames=("num", "steps"))
+    draw = sharded_sampler(method.sample, static_argnames=("num", "steps"))  # split over the parameters' mesh
     state = train(method, adamw_with_warmup(config), make_batches(config), config, workdir, evaluate=make_evaluate(config, draw))
     params = state.ema_params
     weights = describe_ema(config.ema_decay, int(state.step), warmup=config.ema_warmup)

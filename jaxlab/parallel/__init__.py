@@ -16,6 +16,7 @@ from jaxlab.parallel.mesh import (
     state_shardings,
     tensor_axis,
 )
+from jaxlab.parallel.sampling import sharded_sampler
 
 __all__ = [
     "STRATEGIES",
@@ -32,6 +33,7 @@ __all__ = [
     "parse_mesh_spec",
     "put_global_batch",
     "replicated",
+    "sharded_sampler",
     "state_shardings",
     "tensor_axis",
 ]

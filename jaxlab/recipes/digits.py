@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
@@ -27,6 +26,7 @@ from matplotlib.figure import Figure
 from jaxlab.data import digits_split, digits_to_unit, epoch_permutation_batch, unit_to_digits
 from jaxlab.generative import Diffusion, schedules
 from jaxlab.nn import UNet
+from jaxlab.parallel import sharded_sampler
 from jaxlab.train import TrainConfig, adamw_with_warmup, restore_params, save_figure, train
 
 NUM_CLASSES = 10
@@ -119,7 +119,7 @@ def base_model(config: Config, run_dir: Path, *, base_workdir: str = "") -> tupl
 
 def draw_digits(method: Diffusion, params, *, key, labels, steps: int, guidance_scale: float) -> np.ndarray:
     """Class-conditional samples as digit levels (n, 8, 8) uint8."""
-    draw = jax.jit(functools.partial(method.sample, num=labels.shape[0], steps=steps, guidance_scale=guidance_scale))
+    draw = sharded_sampler(functools.partial(method.sample, num=labels.shape[0], steps=steps, guidance_scale=guidance_scale))
     return np.asarray(unit_to_digits(draw(params, key=key, labels=jnp.asarray(labels))[..., 0]))
 
 

@@ -35,6 +35,7 @@ from jaxlab.generative.consistency_distillation import ConsistencyDistillation
 from jaxlab.generative.ign import IGN
 from jaxlab.generative.shortcut import Shortcut
 from jaxlab.generative.sid import SiD
+from jaxlab.parallel import sharded_sampler
 from jaxlab.train import TrainConfig, adamw_with_warmup, check_fields, train, write_json_atomic, write_text_atomic
 
 METHODS = ("flow", "ct", "ict", "cd", "shortcut", "shortcut_independent", "sid", "ign")
@@ -213,12 +214,12 @@ def train_methods(config: Any, workdir: Path, nets: Networks, batches: Callable[
 
 
 def draw_and_time(trained: Trained, steps: int, *, key: jax.Array, num: int) -> tuple[np.ndarray, float]:
-    """Samples ``(num, *shape)`` and the wall time (s) of one jitted, compiled sample batch."""
-    draw = jax.jit(lambda p, k: trained.method.sample(p, key=k, num=num, steps=steps))
-    jax.block_until_ready(draw(trained.params, key))  # compile
+    """Samples ``(num, *shape)`` and the wall time (s) of one jitted, compiled sample batch (split over the parameters' mesh, fetched to the host)."""
+    draw = sharded_sampler(lambda p, k: trained.method.sample(p, key=k, num=num, steps=steps))
+    draw(trained.params, key)  # compile
     start = time.perf_counter()
-    samples = jax.block_until_ready(draw(trained.params, key))
-    return np.asarray(samples), time.perf_counter() - start
+    samples = draw(trained.params, key)
+    return samples, time.perf_counter() - start
 
 
 def evaluate(
