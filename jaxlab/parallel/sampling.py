@@ -56,11 +56,14 @@ def _mesh_of(tree: Any) -> Mesh | None:
 
 
 def _onto(mesh: Mesh, tree: Any) -> Any:
-    """Arrays that live on other devices than ``mesh``'s (restored onto one device, say), copied onto it replicated."""
+    """Arrays committed to other devices than ``mesh``'s (restored onto one device, say), copied onto it replicated.
+
+    Uncommitted arrays (a fresh ``jax.random.key``) follow the mesh by themselves.
+    """
     devices, whole = set(mesh.devices.flat), replicated(mesh)
 
     def place(leaf: Any) -> Any:
-        if isinstance(leaf, jax.Array) and leaf.sharding.device_set != devices:
+        if isinstance(leaf, jax.Array) and leaf.committed and leaf.sharding.device_set != devices:
             return jax.device_put(leaf, whole)
         return leaf
 
