@@ -2,8 +2,9 @@
 
 from jaxlab.nn.embeddings import sinusoidal_embedding
 from jaxlab.nn.mlp import ClassifierMLP, ResidualBlock, TimeMLP
+from jaxlab.nn.precision import COMPUTE_DTYPES, compute_dtype, dtype_name
 
-__all__ = ["ClassifierMLP", "ResidualBlock", "TimeMLP", "sinusoidal_embedding"]
+__all__ = ["COMPUTE_DTYPES", "ClassifierMLP", "ResidualBlock", "TimeMLP", "compute_dtype", "dtype_name", "sinusoidal_embedding"]
 
 from jaxlab.nn.causal_transformer import CausalTransformer, empty_cache
 

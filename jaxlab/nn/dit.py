@@ -47,26 +47,16 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxlab.nn.embeddings import sinusoidal_embedding
+from jaxlab.nn.precision import dtype_name
 from jaxlab.nn.sharding import BATCH, EMBED, HEADS, LENGTH, MLP, constrain
 
 ACTIVATION = (BATCH, LENGTH, EMBED)  # (b, L, D): tokens at block boundaries
 VECTOR = (BATCH, EMBED)  # (b, D): the condition
 SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}  # depth, hidden, heads (Table 1)
 PATCH_SIZES = (2, 4, 8)
-DTYPES = ("float32", "bfloat16", "float16")
 POS_EMBEDS = ("sincos", "learned", "none")
 ATTENTION_IMPLS = (None, "xla", "cudnn")
 _SIZE_FIELDS = ("depth", "hidden_size", "num_heads", "patch_size")
-
-
-def _dtype_name(name: str, value: Any) -> str:
-    try:
-        dtype = jnp.dtype(value).name
-    except TypeError:
-        dtype = repr(value)
-    if dtype not in DTYPES:
-        raise ValueError(f"`{name}` must be one of {DTYPES}; got {dtype}.")
-    return dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +123,8 @@ class DiTConfig:
             raise ValueError(f"`time_features` must be even; got {self.time_features}.")
         if not self.mlp_ratio > 0 or int(self.hidden_size * self.mlp_ratio) < 1:
             raise ValueError(f"`mlp_ratio` must give a positive MLP width; got {self.mlp_ratio!r}.")
-        dtype = _dtype_name("dtype", self.dtype)
-        _dtype_name("param_dtype", self.param_dtype)
+        dtype = dtype_name("dtype", self.dtype)
+        dtype_name("param_dtype", self.param_dtype)
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"`attention_impl` must be one of {ATTENTION_IMPLS}; got {self.attention_impl!r}.")
         if self.attention_impl == "cudnn" and dtype == "float32":
