@@ -32,6 +32,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from jaxlab import parallel
+from jaxlab.train import throughput
 from jaxlab.train.checkpoint import Checkpointer, CheckpointError, UnreadableCheckpointError
 from jaxlab.train.config import TrainConfig
 from jaxlab.train.files import MetricsLog, is_writer, write_json_atomic
@@ -176,6 +177,13 @@ class _Prefetcher:
 def mesh_for(config: TrainConfig) -> jax.sharding.Mesh:
     """The mesh of ``config``'s ``mesh`` shape over all devices (the strategy's default when it is ``""``)."""
     return parallel.make_mesh(config.strategy, shape=parallel.parse_mesh_spec(config.mesh) if config.mesh else None)
+
+
+def _mesh_peak_tflops(mesh: jax.sharding.Mesh) -> float | None:
+    """The peak TFLOP/s of all of ``mesh``'s devices, or None if their kind is not in :data:`jaxlab.train.throughput.TPU_PEAK_TFLOPS`/``GPU_PEAK_TFLOPS``."""
+    devices = list(mesh.devices.flat)
+    peak = throughput.peak_tflops(devices[0].device_kind)
+    return None if peak is None else peak * len(devices)
 
 
 def abstract_train_state(
@@ -459,6 +467,10 @@ class _Run:
     prefetcher: _Prefetcher | None = None
     interval_seconds: float = 0.0
     compile_seconds: float = 0.0
+    batch_size: int | None = None  # the global batch's examples, for examples_per_sec
+    tokens_per_example: int | None = None  # a language model's, for tokens_per_sec
+    flops_per_step: float | None = None  # of one step, summed over the devices; read at the first compilation
+    peak_tflops: float | None = None  # of the mesh's devices together, None for a device kind not in the table
 
     @classmethod
     def open(cls, method, optimizer, batches, config, workdir, *, frozen, mesh, evaluate, evaluate_every=None) -> _Run:
@@ -500,6 +512,9 @@ class _Run:
             metrics_log,
             evaluate,
             evaluate_every,
+            batch_size=throughput.batch_size(first_batch),
+            tokens_per_example=throughput.tokens_per_example(first_batch),
+            peak_tflops=_mesh_peak_tflops(mesh),
         )
 
     def advance(self, until: int, stop: StopRequest, bar: Any) -> None:
@@ -532,6 +547,7 @@ class _Run:
             if log_now:
                 seconds = self.interval_seconds + time.perf_counter() - resumed
                 record = {"step": step, **means, "steps_per_sec": self.tallied_steps / max(seconds, 1e-9)}
+                record.update(self._throughput(record["steps_per_sec"]))
                 if self.compile_seconds:
                     record["compile_seconds"] = self.compile_seconds
                 evaluate_now = must_save or (self.evaluate_every is not None and step % self.evaluate_every == 0)
@@ -572,11 +588,28 @@ class _Run:
         if length in self.compiled:
             return 0.0
         start = time.perf_counter()
-        self._step_fn(length).lower(self.state, batch, self.frozen).compile()
+        compiled = self._step_fn(length).lower(self.state, batch, self.frozen).compile()
+        if not self.compiled:  # XLA counts a scan's body once, so the FLOPs of one step are read from the step of length 1
+            single = compiled if length == 1 else self._step_fn(1).lower(self.state, batch[0], self.frozen).compile()
+            self.compiled.add(1)
+            per_device = throughput.flops(single)  # what one device runs, after partitioning
+            self.flops_per_step = None if per_device is None else per_device * self.mesh.devices.size
         seconds = time.perf_counter() - start
         self.compiled.add(length)
         self.compile_seconds += seconds
         return seconds
+
+    def _throughput(self, steps_per_sec: float) -> dict[str, float]:
+        """The log line's throughput entries (:mod:`jaxlab.train.throughput`), from host-side figures alone."""
+        record = throughput.throughput(
+            steps_per_sec,
+            batch_size=self.batch_size,
+            flops_per_step=self.flops_per_step,
+            peak_tflops=self.peak_tflops,
+            tokens_per_example=self.tokens_per_example,
+        )
+        memory = throughput.peak_memory_gib(d for d in self.mesh.devices.flat if d.process_index == jax.process_index())
+        return record if memory is None else {**record, "peak_memory_gib": memory}
 
     def _check(self) -> dict[str, float]:
         """Fetches the tally (the host's only wait): raises at the first non-finite loss, else returns the metric means."""

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from jaxlab.train.files import atomic_path
 
 MAX_PANELS = 6
-_NOT_CURVES = frozenset({"step", "steps_per_sec", "compile_seconds"})
+_NOT_CURVES = frozenset({"step", "steps_per_sec", "compile_seconds", "examples_per_sec", "tokens_per_sec", "tflops_per_sec", "mfu", "peak_memory_gib"})
 
 
 def default_names(records: list[dict[str, Any]]) -> tuple[str, ...]:
