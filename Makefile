@@ -9,7 +9,7 @@ DOCS_STAMP := $(VENV)/.jaxlab-docs-installed
 LINT_STAMP := $(VENV)/.jaxlab-lint-installed
 LOCK := constraints.txt
 
-.PHONY: demo test docs lint install lock clean-venv
+.PHONY: demo test docs lint install lock clean-venv gpu-check
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/jaxlab train flow-toy2d --workdir runs/flow-toy2d
+
+# On a GPU/TPU machine: devices, throughput probes, msign, bitwise resume, every benchmark's
+# and experiment's quick run, within 8 minutes; writes gpu_report/gpu_report.{json,md} as it goes.
+gpu-check: $(STAMP)
+	$(BIN)/python experiments/gpu_check.py --out gpu_report
 
 # The suite builds the documentation site too (tests/test_docs.py), so it installs the docs extra.
 test: $(DOCS_STAMP)
