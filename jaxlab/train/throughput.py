@@ -55,10 +55,11 @@ def peak_tflops(device_kind: str) -> float | None:
 
 def batch_size(batch: Any) -> int | None:
     """The global batch size: the leading axis of ``batch``'s leaves, or None if they have none or disagree."""
-    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(batch)}
-    if len(sizes) != 1 or None in sizes:
+    leaves = jax.tree.leaves(batch)
+    if not leaves or any(np.ndim(leaf) == 0 for leaf in leaves):
         return None
-    return int(sizes.pop())
+    sizes = {int(np.shape(leaf)[0]) for leaf in leaves}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def tokens_per_example(batch: Any) -> int | None:
