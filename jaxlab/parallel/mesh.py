@@ -298,12 +298,24 @@ def state_shardings(tree: Any, mesh: Mesh, strategy: Strategy, *, min_shard_byte
     return jax.tree_util.tree_map_with_path(leaf_sharding, tree)
 
 
+def _is_lazy_leaf(leaf: Any) -> bool:
+    """A leaf that says its shape and dtype and is indexed per device, e.g. :class:`jaxlab.data.ImageRows` (np.generic has __getitem__ too)."""
+    if isinstance(leaf, np.ndarray | np.generic | jax.Array):
+        return False
+    return all(hasattr(leaf, name) for name in ("shape", "dtype", "__getitem__"))
+
+
 def put_global_batch(batch: Any, sharding: NamedSharding) -> Any:
     """Places a host batch (identical on every process) onto the mesh.
 
     Each process contributes only the rows of the devices it owns, so this is
     also correct on several hosts, as long as every host computes the same
     global batch (jaxlab's batches are a pure function of (seed, step)).
+
+    A leaf that is not an array but has ``shape``, ``dtype`` and
+    ``__getitem__`` (a lazy leaf such as :class:`jaxlab.data.ImageRows`) is
+    not materialized: it is only indexed by the rows of this process's
+    devices, so each process loads only its own slice of the batch.
 
     Raises:
       ValueError: if a leaf's leading axis is not divisible by the
@@ -314,12 +326,13 @@ def put_global_batch(batch: Any, sharding: NamedSharding) -> Any:
     split = " × ".join(f"{axis} {mesh.shape.get(axis, 1)}" for axis in BATCH_AXES)
 
     def place(path: Any, leaf: Any) -> jax.Array:
-        leaf = np.asarray(leaf)
-        if leaf.ndim == 0 or leaf.shape[0] % num_rows_split:
+        leaf = leaf if _is_lazy_leaf(leaf) else np.asarray(leaf)
+        shape = tuple(int(size) for size in leaf.shape)
+        if not shape or shape[0] % num_rows_split:
             raise ValueError(
                 f"batch leaf {jax.tree_util.keystr(path) or '<root>'} must have a leading (batch) axis divisible by the number of devices "
-                f"({num_rows_split}) it is split over, the data-parallel size ({split}; tensor-parallel devices share rows); got shape {leaf.shape}"
+                f"({num_rows_split}) it is split over, the data-parallel size ({split}; tensor-parallel devices share rows); got shape {shape}"
             )
-        return jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
+        return jax.make_array_from_callback(shape, sharding, lambda index: np.asarray(leaf[index]))
 
     return jax.tree_util.tree_map_with_path(place, batch)

@@ -480,8 +480,8 @@ class _Run:
             raise ValueError(f"evaluate_every must be a positive multiple of log_every ({config.log_every}) or None, got {evaluate_every!r}")
         mesh = mesh_for(config) if mesh is None else mesh
         batch_sharding = parallel.batch_sharding(mesh)
-        first_batch = batches(0)
-        parallel.put_global_batch(first_batch, batch_sharding)  # raises on a bad batch size before any write
+        # Placed (lazy leaves such as jaxlab.data.ImageRows reach init as arrays); raises on a bad batch size before any write.
+        first_batch = parallel.put_global_batch(batches(0), batch_sharding)
         abstract, shardings = abstract_train_state(method, optimizer, first_batch, config, mesh, frozen)
         if is_writer():
             workdir.mkdir(parents=True, exist_ok=True)
