@@ -52,6 +52,8 @@ from jaxlab.nn import (
     init_caches,
     token_losses,
 )
+from jaxlab.nn.attention_core import check_attention_impl
+from jaxlab.nn.precision import dtype_name
 from jaxlab.tasks import LanguageModel
 from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, is_writer, save_figure, train, write_text_atomic
 
@@ -83,6 +85,13 @@ class Config(TrainConfig):
     decode_cache_len: int = 2048
     decode_rounds: int = 7
     variants: tuple[str, ...] = VARIANTS
+    dtype: str = "float32"  # compute dtype of the model (parameters stay float32)
+    attention_impl: str = "xla"  # "xla" / "cudnn": jax.nn.dot_product_attention; "reference": the explicit softmax
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        dtype_name("dtype", self.dtype)
+        check_attention_impl(self.attention_impl, self.dtype)
 
 
 def attention_config(config: Config, variant: str) -> AttentionConfig | MLAConfig:
@@ -99,7 +108,10 @@ def attention_config(config: Config, variant: str) -> AttentionConfig | MLAConfi
 
 
 def _model(config: Config, attention, d_ff: int) -> TransformerConfig:
-    return TransformerConfig(attention=attention, vocab_size=VOCAB_SIZE, d_model=config.d_model, num_layers=config.num_layers, d_ff=d_ff)
+    return TransformerConfig(
+        attention=attention, vocab_size=VOCAB_SIZE, d_model=config.d_model, num_layers=config.num_layers, d_ff=d_ff,
+        dtype=config.dtype, attention_impl=config.attention_impl,
+    )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)

@@ -55,6 +55,8 @@ from jaxlab.nn import (
     count_params,
     token_losses,
 )
+from jaxlab.nn.attention_core import check_attention_impl
+from jaxlab.nn.precision import dtype_name
 from jaxlab.tasks import LanguageModel
 from jaxlab.train import Experiment, TrainConfig, adamw_with_warmup, is_writer, save_arrays, save_figure, train, write_text_atomic
 
@@ -84,6 +86,13 @@ class Config(TrainConfig):
     rerope_window: int = 64
     leaky_k: float = 32.0
     methods: tuple[str, ...] = METHODS
+    dtype: str = "float32"  # compute dtype of the model (parameters stay float32)
+    attention_impl: str = "xla"  # "xla" / "cudnn": jax.nn.dot_product_attention; "reference": the explicit softmax
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        dtype_name("dtype", self.dtype)
+        check_attention_impl(self.attention_impl, self.dtype)
 
 
 def model_config(config: Config, rope: RopeConfig | None = None) -> TransformerConfig:
@@ -92,7 +101,10 @@ def model_config(config: Config, rope: RopeConfig | None = None) -> TransformerC
         head_dim=config.d_model // config.num_heads,
         rope=RopeConfig(base=config.rope_base) if rope is None else rope,
     )
-    return TransformerConfig(attention=attention, vocab_size=VOCAB_SIZE, d_model=config.d_model, num_layers=config.num_layers, d_ff=config.d_ff)
+    return TransformerConfig(
+        attention=attention, vocab_size=VOCAB_SIZE, d_model=config.d_model, num_layers=config.num_layers, d_ff=config.d_ff,
+        dtype=config.dtype, attention_impl=config.attention_impl,
+    )  # fmt: skip
 
 
 def rope_settings(config: Config, method: str, logn: bool) -> RopeConfig:

@@ -24,6 +24,13 @@ loop fusion over the whole array), so every variant also moves a small
 multiple of its own cache bytes per step — a cost proportional to the cache
 size, like the attention reads themselves.
 
+Second part (``fused``): forward + backward of a 4-layer d_model 512
+:class:`~jaxlab.nn.DecoderLM` (8 heads × 64, SwiGLU 1,536, batch 1) at
+T = 1,024 and 2,048 with ``attention_impl="xla"`` (``jax.nn.dot_product_attention``)
+against ``"reference"`` (the explicit split softmax): the median step time of
+each, timed in interleaved rounds, their ratio, and the peak temporary
+memory XLA reports for each compiled step (``memory_analysis()``).
+
 Absorption trades memory traffic for arithmetic: per token it does
 ``2·h·(2·d_c + d_r)·L`` FLOPs of attention against MHA's ``4·h·d_h·L``
 (2.25× more here) but reads ``(d_c + d_r)·L`` cached values instead of
@@ -33,6 +40,7 @@ Usage::
 
     python experiments/benchmarks/attention.py            # full run (a few minutes on 2 CPU cores)
     python experiments/benchmarks/attention.py --quick    # tiny smoke run
+    python experiments/benchmarks/attention.py --quick --part fused   # only fused vs reference
     python experiments/benchmarks/attention.py --out results.jsonl
 
 References:
@@ -42,6 +50,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -51,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlab.nn import AttentionConfig, MLAConfig, attention_layer, cache_bytes, init_cache
+from jaxlab.nn import AttentionConfig, DecoderLM, MLAConfig, TransformerConfig, attention_layer, cache_bytes, init_cache, token_losses
 
 D_MODEL = 1024
 VARIANTS = {
@@ -167,6 +176,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="tiny contexts and few repeats (a smoke run)")
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds per variant (full run)")
     parser.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
+    parser.add_argument("--part", choices=("all", "decode", "fused"), default="all", help="which benchmark to run")
     args = parser.parse_args(argv)
     contexts, batches = ((256, 1024), (1, 2)) if args.quick else ((4096, 16384), (1, 8))
     rounds = 3 if args.quick else args.rounds
@@ -175,6 +185,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = jax.devices()[0]
     print(f"backend {device.platform} ({device.device_kind}); measured f32 matmul peak {peak:.1f} GFLOP/s")
     results: list[dict] = []
+    if args.part in ("all", "fused"):
+        results += fused_vs_reference(FUSED_CONTEXTS, rounds=rounds)
+    if args.part == "fused":
+        _write(results, args.out)
+        return results
     for context in contexts:
         for batch in batches:
             for name, timing in time_variants(batch, context, rounds=rounds).items():
@@ -190,10 +205,60 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row in summary:
         print(json.dumps(row), flush=True)
     print_table(results, peak)
-    if args.out is not None:
-        with args.out.open("a") as f:
-            f.writelines(json.dumps(row) + "\n" for row in results)
+    _write(results, args.out)
     return results
+
+
+def _write(results: list[dict], out: Path | None) -> None:
+    if out is not None:
+        with out.open("a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in results)
+
+
+FUSED_CONTEXTS = (1024, 2048)  # the same in --quick: the comparison is only meaningful at these lengths
+FUSED_MODEL = TransformerConfig(attention=AttentionConfig(num_heads=8, head_dim=64), vocab_size=256, d_model=512, num_layers=4, d_ff=1536)
+
+
+def _train_step(config: TransformerConfig, tokens: jax.Array):
+    """The compiled ``params -> (loss, grads)`` of one next-token batch, and its parameters."""
+    model = DecoderLM(config)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), tokens[:, :-1])
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) / np.sqrt(s.shape[0]), s.dtype), shapes)
+    step = jax.jit(jax.value_and_grad(lambda p: jnp.mean(token_losses(model.apply, p, tokens))))
+    compiled = step.lower(params).compile()
+    return compiled, params
+
+
+def fused_vs_reference(contexts: tuple[int, ...], *, rounds: int) -> list[dict]:
+    """Forward + backward of :data:`FUSED_MODEL` with ``"xla"`` vs ``"reference"`` attention, side by side."""
+    rows = []
+    for context in contexts:
+        tokens = jnp.asarray(np.random.default_rng(1).integers(0, 256, (1, context + 1)), jnp.int32)
+        steps = {impl: _train_step(dataclasses.replace(FUSED_MODEL, attention_impl=impl), tokens) for impl in ("xla", "reference")}
+        for compiled, params in steps.values():
+            jax.block_until_ready(compiled(params))  # warm up
+        times: dict[str, list[float]] = {impl: [] for impl in steps}
+        for r in range(rounds):
+            for impl in ("xla", "reference") if r % 2 == 0 else ("reference", "xla"):
+                times[impl].append(_timed(steps[impl][0], steps[impl][1]))
+        row = {"benchmark": "attention_fused_train_step", "context": context, "batch": 1, "repeats": rounds}
+        for impl, (compiled, _) in steps.items():
+            memory = compiled.memory_analysis()
+            row[f"{impl}_step_ms"] = 1e3 * statistics.median(times[impl])
+            row[f"{impl}_temp_bytes"] = None if memory is None else int(memory.temp_size_in_bytes)
+        row["ratio_reference_over_fused"] = row["reference_step_ms"] / row["xla_step_ms"]
+        row["backend"] = jax.devices()[0].platform
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n{'T':>5} {'fused ms':>9} {'reference ms':>13} {'ref/fused':>9} {'fused temp MiB':>15} {'reference temp MiB':>19}")
+    for r in rows:
+        mib = lambda b: float("nan") if b is None else b / 2**20
+        print(
+            f"{r['context']:>5} {r['xla_step_ms']:>9.1f} {r['reference_step_ms']:>13.1f} {r['ratio_reference_over_fused']:>9.2f} "
+            f"{mib(r['xla_temp_bytes']):>15.1f} {mib(r['reference_temp_bytes']):>19.1f}"
+        )
+    return rows
 
 
 TARGET_CONTEXT = 16384  # the targets are stated at 16K, batch 1

@@ -89,7 +89,9 @@ def tarflow_forward(apply_fn: ApplyFn, block_params: Sequence[Params], x: Array,
       labels: (b,) int labels or None.
 
     Returns:
-      ``(z, log_det)``: z (b, L, D), the summed log-determinant (b,).
+      ``(z, log_det)``: z (b, L, D) and the summed log-determinant (b,), both
+      float32 whatever the network's compute dtype (its outputs are cast to
+      float32 before the log-scales are summed).
 
     Raises:
       TypeError: if ``block_params`` is not a list or tuple (e.g. one dict).
@@ -98,10 +100,14 @@ def tarflow_forward(apply_fn: ApplyFn, block_params: Sequence[Params], x: Array,
     check_block_params(block_params)
     if x.ndim != 3:
         raise ValueError(f"x must have shape (batch, length, features), got {x.shape}")
-    log_det = jnp.zeros(x.shape[:1], x.dtype)
+    # log-dets are sums over L·D log-scales: a 16-bit compute dtype must not reach them, so the
+    # network's outputs are cast to float32 before block_forward sums them.
+    net = lambda p, u, y: jnp.asarray(apply_fn(p, u, y), jnp.float32)
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    log_det = jnp.zeros(x.shape[:1], jnp.float32)
     for k, params in enumerate(block_params):
-        z, block_log_det = block_forward(apply_fn, params, order(x, flip=k % 2 == 1), labels)
-        x, log_det = order(z, flip=k % 2 == 1), log_det + block_log_det
+        z, block_log_det = block_forward(net, params, order(x, flip=k % 2 == 1), labels)
+        x, log_det = order(z, flip=k % 2 == 1), log_det + block_log_det.astype(jnp.float32)
     return x, log_det
 
 

@@ -42,16 +42,20 @@ from jax import Array
 
 from jaxlab.nn.attention_core import (
     cache_mask,
+    check_attention_impl,
     check_cache,
     check_padding_mask,
     check_sequence_input,
     chunk_mask,
     expand_mask,
+    fold_logit_scale,
+    fused_attention,
     logit_scale,
     query_positions,
     softmax_parts,
 )
 from jaxlab.nn.kv_cache import KVCache
+from jaxlab.nn.precision import compute_dtype, dtype_name
 from jaxlab.nn.rerope import grouped_logits, rerope_logits
 from jaxlab.nn.rope_scaling import RopeConfig, rotate, scaled_frequencies
 from jaxlab.nn.sharding import BATCH, HEADS, KV_HEADS, LENGTH, constrain
@@ -113,13 +117,28 @@ class MultiHeadAttention(nn.Module):
 
     Attributes:
       config: the layer's :class:`AttentionConfig`.
-      param_dtype: dtype of the projection weights.
+      dtype: compute dtype of the projections and of q, k, v (float32,
+        bfloat16 or float16); logits and softmax are float32 whatever it is.
+      param_dtype: dtype of the projection weights (float32).
+      attention_impl: how a full-sequence call (no cache) attends: ``None``,
+        ``"xla"`` or ``"cudnn"`` go through ``jax.nn.dot_product_attention``
+        with that ``implementation`` (None: JAX's default, XLA; ``"cudnn"``
+        needs a 16-bit ``dtype`` and an NVIDIA GPU); ``"reference"`` keeps the
+        explicit softmax. Calls with a cache and ReRoPE always use the
+        reference path. YaRN's ``qk_scale²`` and the log-n multiplier are
+        folded into q, so the kernel's scale stays ``1/√d``.
+
+    Forward-mode autodiff (``jax.jvp``, as consistency / sCM / MeanFlow
+    training needs): the reference path and the ``None`` / ``"xla"`` fused
+    path support it (the XLA kernel is plain ``jnp``); cuDNN's kernel defines
+    only a VJP, so ``jax.jvp`` through ``"cudnn"`` raises — use ``"xla"`` there.
 
     Call ``(x, cache=None, *, positions=None, mask=None) -> (y, cache)``:
 
     * ``x``: (b, t, D) inputs.
     * ``cache``: a :class:`KVCache` from ``init_cache(config, b, max_len)``, or
       None for a full-sequence forward (then the returned cache is None).
+      Store it in the compute dtype (``init_cache(..., dtype=dtype)``).
     * ``positions``: (t,) or (b, t) RoPE positions without a cache (default
       ``arange(t)``); the causal mask compares them too.
     * ``mask``: (b, t) bool padding mask, True for real tokens, which come first
@@ -128,15 +147,23 @@ class MultiHeadAttention(nn.Module):
       advances by its number of real tokens. Outputs at padded positions
       are meaningless.
 
-    Returns y (b, t, D).
+    Returns y (b, t, D) in ``dtype``.
 
     Raises:
-      ValueError: on bad shapes, or when the chunk does not fit in the cache
-        (eager; under ``jit`` see :func:`~jaxlab.nn.kv_cache.with_cache_checks`).
+      ValueError: on bad shapes, dtypes or ``attention_impl`` (at construction),
+        or when the chunk does not fit in the cache (eager; under ``jit`` see
+        :func:`~jaxlab.nn.kv_cache.with_cache_checks`).
     """
 
     config: AttentionConfig
+    dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention_impl: str | None = None
+
+    def __post_init__(self) -> None:
+        check_attention_impl(self.attention_impl, compute_dtype("dtype", self.dtype))
+        dtype_name("param_dtype", self.param_dtype)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: Array, cache: KVCache | None = None, *, positions: Array | None = None, mask: Array | None = None):
@@ -151,8 +178,9 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError("ReRoPE needs the unrotated keys and is supported without a cache only.")
         if mask is not None:
             mask = check_padding_mask(mask, x, None if cache is None else cache.index)
+        dtype = compute_dtype("dtype", self.dtype)
         # 2-D kernels (D, heads·d): the same maps as per-head tensors, and much cheaper to compile at init
-        dense = lambda width, name: nn.Dense(width, use_bias=False, param_dtype=self.param_dtype, name=name)
+        dense = lambda width, name: nn.Dense(width, use_bias=False, dtype=dtype, param_dtype=self.param_dtype, name=name)
         # Megatron-style tensor parallelism: heads split over "tensor", one all-reduce after "out".
         q = constrain(dense(h * d, "query")(x).reshape(b, t, h, d), (BATCH, LENGTH, HEADS, None))
         k = constrain(dense(kv * d, "key")(x).reshape(b, t, kv, d), (BATCH, LENGTH, KV_HEADS, None))
@@ -163,6 +191,11 @@ class MultiHeadAttention(nn.Module):
         if not cfg.rope.rectified:
             q = rotate(q, q_pos, cfg.rope, length=length)
             k = rotate(k, q_pos, cfg.rope, length=length)
+        if cache is None and not cfg.rope.rectified and self.attention_impl != "reference":
+            q = fold_logit_scale(q, cfg.rope, q_pos)
+            out = fused_attention(q, k, v, scale=d**-0.5, causal=cfg.causal, positions=positions, padding=mask, impl=self.attention_impl)  # (b, t, h, d)
+            out = constrain(out.reshape(b, t, h * d), (BATCH, LENGTH, HEADS))
+            return dense(features, "out")(out), None
         q = q.reshape(b, t, kv, h // kv, d).transpose(0, 2, 3, 1, 4)  # (b, kv, g, t, d)
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (b, kv, t, d)
         if cfg.rope.rectified:

@@ -12,13 +12,21 @@ concatenating them (:func:`softmax_parts`), so the cache is only *read* by
 the attention and only *written* by the update: on CPU this lets XLA keep
 the update in place instead of copying the cache around a
 read-after-write.
+
+Without a cache the layers can instead call ``jax.nn.dot_product_attention``
+(:func:`fused_attention`, ``attention_impl`` None / ``"xla"`` / ``"cudnn"``):
+RoPE is applied to q and k first and YaRN's / log-n's logit factors are
+folded into q (:func:`fold_logit_scale`), so the kernel's scale is the plain
+``1/√d``. Its XLA implementation still forms the (b, h, t, t) float32 logits
+and probabilities (it is written in ``jnp``, which is also why it supports
+``jax.jvp``); cuDNN's does not, but defines only a VJP.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 import jax
 import jax.numpy as jnp
@@ -151,3 +159,70 @@ def logit_scale(rope: RopeConfig, q_positions: Array, dim: int, ndim: int) -> Ar
         return scale
     batch = scale.shape[0] if scale.ndim == 2 else 1
     return scale.reshape((batch,) + (1,) * (ndim - 3) + (scale.shape[-1], 1))
+
+
+# The fused path: ``jax.nn.dot_product_attention`` over the whole sequence (no cache).
+ATTENTION_IMPLS = (None, "reference", "xla", "cudnn")
+AttentionImpl = Literal["reference", "xla", "cudnn"] | None
+KernelImpl = Literal["xla", "cudnn"] | None  # what jax.nn.dot_product_attention accepts
+
+
+def check_attention_impl(impl: Any, dtype: Any) -> None:
+    """Raises ValueError unless ``impl`` is in :data:`ATTENTION_IMPLS` and, for ``"cudnn"``, ``dtype`` is 16-bit.
+
+    ``None``, ``"xla"`` and ``"cudnn"`` are the ``implementation`` of
+    ``jax.nn.dot_product_attention`` (None lets JAX choose, today XLA);
+    ``"reference"`` keeps the explicit softmax of :func:`softmax_parts`.
+    """
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"`attention_impl` must be one of {ATTENTION_IMPLS}; got {impl!r}.")
+    if impl == "cudnn" and jnp.dtype(dtype) == jnp.float32:
+        raise ValueError("`attention_impl` 'cudnn' needs dtype bfloat16 or float16; got float32.")
+
+
+def fold_logit_scale(q: Array, rope: RopeConfig, q_positions: Array) -> Array:
+    """q (b, t, h, d) times YaRN's ``qk_scale²`` and the per-query log-n multiplier.
+
+    Both scale whole logit rows, so folding them into the query leaves the
+    kernel's own ``scale`` the plain ``1/√d``. The product is taken in float32.
+    """
+    factor = jnp.asarray(query_logit_scale(rope, q_positions), jnp.float32) * qk_scale(rope) ** 2  # () or (t,) or (b, t)
+    factor = factor.reshape(factor.shape + (1, 1))  # broadcast over (h, d)
+    return (q.astype(jnp.float32) * factor).astype(q.dtype)
+
+
+def fused_attention(
+    q: Array,
+    k: Array,
+    v: Array,
+    *,
+    scale: float,
+    causal: bool,
+    positions: Array | None,
+    padding: Array | None,
+    impl: str | None,
+) -> Array:
+    """``jax.nn.dot_product_attention`` of a full sequence: q (b, t, h, d), k/v (b, t, kv, d) -> (b, t, h, d).
+
+    Args:
+      q, k, v: rotated queries (logit factors already folded in) and keys,
+        values; grouped kv heads (kv divides h) are passed as they are.
+      scale: the logit scale (1/√d of the layer).
+      causal: mask keys after the query; with the default positions this is
+        ``is_causal=True``, with explicit ``positions`` (t,) or (b, t) a mask
+        comparing them (as :func:`chunk_mask`).
+      positions: the layer's explicit positions, or None for ``arange(t)``.
+      padding: (b, t) bool padding mask (right-padded) or None; passed as
+        ``key_value_seq_lengths``. Outputs at padded positions differ from the
+        reference path (which also keeps each query's own key) and are
+        meaningless in both.
+      impl: ``implementation`` of ``jax.nn.dot_product_attention``.
+    """
+    mask = None
+    is_causal = causal and positions is None
+    if causal and positions is not None:
+        mask = expand_mask(chunk_mask(jnp.asarray(positions), True), 4)  # (1 | b, 1, t, t)
+    lengths = None if padding is None else jnp.sum(padding, axis=1, dtype=jnp.int32)
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=mask, scale=scale, is_causal=is_causal, key_value_seq_lengths=lengths, implementation=cast(KernelImpl, impl)
+    )

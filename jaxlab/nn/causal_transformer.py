@@ -36,12 +36,16 @@ References:
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxlab.nn.attention_core import KernelImpl, check_attention_impl
 from jaxlab.nn.kv_cache import check_room
+from jaxlab.nn.precision import compute_dtype, dtype_name
 from jaxlab.nn.sharding import BATCH, EMBED, LENGTH, constrain
 
 SEQUENCE = (BATCH, LENGTH, EMBED)  # (b, L, w)
@@ -50,29 +54,41 @@ KVCache = tuple[tuple[Array, Array], ...]  # per layer: (k, v), each (b, max_len
 
 
 def _attend(q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """Softmax attention. q (b, Lq, h, e), k/v (b, Lk, h, e), mask (Lq, Lk) bool -> (b, Lq, h, e)."""
-    logits = jnp.einsum("bqhe,bkhe->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
-    logits = jnp.where(mask[None, None], logits, jnp.finfo(logits.dtype).min)
+    """Reference softmax attention, logits in float32. q (b, Lq, h, e), k/v (b, Lk, h, e), mask (Lq, Lk) bool -> (b, Lq, h, e)."""
+    logits = jnp.einsum("bqhe,bkhe->bhqk", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(q.shape[-1]))
+    logits = jnp.where(mask[None, None], logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1)
-    return jnp.einsum("bhqk,bkhe->bqhe", weights, v)
+    return jnp.einsum("bhqk,bkhe->bqhe", weights.astype(v.dtype), v)
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention that can read and write a KV cache."""
+    """Multi-head causal self-attention that can read and write a KV cache.
+
+    The full pass goes through ``jax.nn.dot_product_attention`` (``is_causal``)
+    unless ``attention_impl == "reference"``; a decoding step always uses
+    the reference softmax over the cache.
+    """
 
     width: int
     num_heads: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, h: Array, *, cache: tuple[Array, Array] | None = None, position: Array | None = None):
         # h: (b, L, w) full pass, or (b, 1, w) with a cache at ``position``.
         head_dim = self.width // self.num_heads
-        qkv = nn.DenseGeneral((3, self.num_heads, head_dim), name="qkv")(h)  # (b, L, 3, h, e)
+        dense = lambda features, axis, name: nn.DenseGeneral(features, axis=axis, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        qkv = dense((3, self.num_heads, head_dim), -1, "qkv")(h)  # (b, L, 3, h, e)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if cache is None:
-            length = h.shape[1]
-            mask = jnp.tril(jnp.ones((length, length), bool))
-            out, new_kv = _attend(q, k, v, mask), (k, v)
+            if self.attention_impl == "reference":
+                length = h.shape[1]
+                out = _attend(q, k, v, jnp.tril(jnp.ones((length, length), bool)))
+            else:
+                out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=cast(KernelImpl, self.attention_impl))
+            new_kv = (k, v)
         else:
             if position is None:
                 raise ValueError("decoding with a cache needs a position")
@@ -81,23 +97,28 @@ class CausalSelfAttention(nn.Module):
             cached_v = jax.lax.dynamic_update_slice_in_dim(cached_v, v.astype(cached_v.dtype), position, axis=1)
             mask = (jnp.arange(cached_k.shape[1]) <= position)[None, :]  # (1, max_len)
             out, new_kv = _attend(q, cached_k, cached_v, mask), (cached_k, cached_v)
-        out = nn.DenseGeneral(self.width, axis=(-2, -1), name="out")(out)  # (b, L, w)
+        out = dense(self.width, (-2, -1), "out")(out)  # (b, L, w)
         return out, new_kv
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm residual layer: causal attention then a GELU MLP."""
+    """Pre-norm residual layer: causal attention then a GELU MLP (LayerNorm statistics in float32)."""
 
     width: int
     num_heads: int
     mlp_ratio: int = 4
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, h: Array, *, cache=None, position=None):
-        attended, kv = CausalSelfAttention(self.width, self.num_heads)(nn.LayerNorm()(h), cache=cache, position=position)
+        precision = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        attention = CausalSelfAttention(self.width, self.num_heads, attention_impl=self.attention_impl, **precision)
+        attended, kv = attention(nn.LayerNorm(**precision)(h), cache=cache, position=position)
         h = h + attended
-        y = nn.Dense(self.mlp_ratio * self.width)(nn.LayerNorm()(h))
-        h = h + nn.Dense(self.width)(nn.gelu(y))
+        y = nn.Dense(self.mlp_ratio * self.width, **precision)(nn.LayerNorm(**precision)(h))
+        h = h + nn.Dense(self.width, **precision)(nn.gelu(y))
         return h, kv
 
 
@@ -116,6 +137,15 @@ class CausalTransformer(nn.Module):
       num_classes: 0 for an unconditional network; otherwise labels in
         ``0..num_classes`` are embedded, ``num_classes`` being the null class.
       mlp_ratio: hidden size of the MLP as a multiple of ``width``.
+      dtype: compute dtype (float32, bfloat16 or float16); LayerNorm
+        statistics and softmax stay float32 and the output is float32 (a
+        TARFLOW block sums its log-scales into a log-determinant). The cache
+        holds keys and values in this dtype.
+      param_dtype: parameter dtype (float32).
+      attention_impl: the full pass's attention: ``None``, ``"xla"``,
+        ``"cudnn"`` (``jax.nn.dot_product_attention``) or ``"reference"``;
+        decoding steps always use the reference. ``jax.jvp`` works through
+        all but ``"cudnn"``.
     """
 
     out_features: int
@@ -125,6 +155,14 @@ class CausalTransformer(nn.Module):
     num_heads: int = 4
     num_classes: int = 0
     mlp_ratio: int = 4
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    attention_impl: str | None = None
+
+    def __post_init__(self) -> None:
+        check_attention_impl(self.attention_impl, compute_dtype("dtype", self.dtype))
+        dtype_name("param_dtype", self.param_dtype)
+        super().__post_init__()
 
     @nn.compact
     def __call__(
@@ -146,24 +184,26 @@ class CausalTransformer(nn.Module):
             check_room(position, 1, min(self.max_len, cache[0][0].shape[1]))
         elif x.shape[1] > self.max_len:
             raise ValueError(f"x has length {x.shape[1]}, more than max_len={self.max_len}")
-        positions_table = self.param("positions", nn.initializers.normal(0.02), (self.max_len, self.width))
+        precision = {"dtype": compute_dtype("dtype", self.dtype), "param_dtype": self.param_dtype}
+        positions_table = self.param("positions", nn.initializers.normal(0.02), (self.max_len, self.width), self.param_dtype)
+        positions_table = positions_table.astype(precision["dtype"])
         if cache is not None and position is not None:  # position is never None with a cache (checked above)
             positions = jax.lax.dynamic_slice_in_dim(positions_table, position, 1, axis=0)  # (1, w)
         else:
             positions = positions_table[: x.shape[1]]  # (L, w)
-        h = nn.Dense(self.width, name="embed")(x) + positions[None]  # (b, L, w)
+        h = nn.Dense(self.width, name="embed", **precision)(x) + positions[None]  # (b, L, w) in the compute dtype
         if self.num_classes:
             if labels is None:
                 labels = jnp.full(x.shape[:1], self.num_classes, jnp.int32)  # the null class
-            h = h + nn.Embed(self.num_classes + 1, self.width, name="classes")(labels)[:, None, :]
+            h = h + nn.Embed(self.num_classes + 1, self.width, name="classes", **precision)(labels)[:, None, :]
         new_cache = []
         for layer in range(self.depth):
-            h, kv = TransformerLayer(self.width, self.num_heads, self.mlp_ratio, name=f"layer_{layer}")(
-                constrain(h, SEQUENCE), cache=cache[layer] if cache is not None else None, position=position
-            )
+            block = TransformerLayer(self.width, self.num_heads, self.mlp_ratio, attention_impl=self.attention_impl, name=f"layer_{layer}", **precision)
+            h, kv = block(constrain(h, SEQUENCE), cache=cache[layer] if cache is not None else None, position=position)
             new_cache.append(kv)
         h = constrain(h, SEQUENCE)
-        out = nn.Dense(self.out_features, kernel_init=nn.initializers.zeros, name="head")(nn.LayerNorm()(h))
+        head = nn.Dense(self.out_features, kernel_init=nn.initializers.zeros, name="head", **precision)
+        out = head(nn.LayerNorm(**precision)(h)).astype(jnp.float32)  # (b, L, d_out) float32
         if cache is not None or return_cache:
             return out, tuple(new_cache)
         return out

@@ -39,16 +39,20 @@ from jax import Array
 
 from jaxlab.nn.attention_core import (
     cache_mask,
+    check_attention_impl,
     check_cache,
     check_padding_mask,
     check_sequence_input,
     chunk_mask,
     expand_mask,
+    fold_logit_scale,
+    fused_attention,
     logit_scale,
     query_positions,
     softmax_parts,
 )
 from jaxlab.nn.kv_cache import LatentCache
+from jaxlab.nn.precision import compute_dtype, dtype_name
 from jaxlab.nn.rope_scaling import RopeConfig, rotate
 
 MLAMode = Literal["naive", "absorbed"]
@@ -150,31 +154,87 @@ def latent_values(probs: Array, c_kv: Array, w_uv: Array, mode: MLAMode) -> Arra
     return jnp.einsum("bhts,bsc->bthc", probs, c_kv)  # attention in latent space
 
 
+def decompressed_attention(
+    q: Array,
+    k_rope: Array,
+    c_kv: Array,
+    w_uk: Array,
+    w_uv: Array,
+    *,
+    scale: float,
+    causal: bool,
+    positions: Array | None,
+    padding: Array | None,
+    impl: str | None,
+) -> Array:
+    """MLA without a cache through ``jax.nn.dot_product_attention``: the keys and values re-expanded from the latents.
+
+    Args:
+      q: (b, t, h, n + r) queries ``[q_C, RoPE(q_R)]``, logit factors folded in.
+      k_rope: (b, t, r) rotated shared RoPE keys; c_kv: (b, t, c) latents.
+      w_uk: (c, h, n), w_uv: (c, h, v) up-projections.
+      scale, causal, positions, padding, impl: as :func:`~jaxlab.nn.attention_core.fused_attention`.
+
+    Returns:
+      (b, t, h, v) per-head outputs.
+    """
+    b, t, h, qk = q.shape
+    k_nope = jnp.einsum("bsc,chn->bshn", c_kv, w_uk)  # (b, t, h, n)
+    k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rope[:, :, None], (b, t, h, k_rope.shape[-1]))], axis=-1)
+    v = jnp.einsum("bsc,chv->bshv", c_kv, w_uv)  # (b, t, h, v)
+    # the kernel wants one head dim for q, k and v: zero channels change neither the logits nor the outputs
+    width = max(qk, v.shape[-1])
+    pad = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, 0), (0, width - a.shape[-1])))
+    out = fused_attention(pad(q), pad(k), pad(v), scale=scale, causal=causal, positions=positions, padding=padding, impl=impl)
+    return out[..., : v.shape[-1]]
+
+
 class MultiHeadLatentAttention(nn.Module):
     """DeepSeek-V2's MLA with a :class:`LatentCache`; same calling convention as :class:`MultiHeadAttention`.
 
     Attributes:
       config: the layer's :class:`MLAConfig` (its ``mode`` picks naive or
         absorbed evaluation; parameters do not depend on it).
-      param_dtype: dtype of the weights.
+      dtype: compute dtype (float32, bfloat16 or float16); logits, softmax
+        and the RMSNorm statistics stay float32. Store the cache in it.
+      param_dtype: dtype of the weights (float32).
+      attention_impl: a call without a cache goes through
+        ``jax.nn.dot_product_attention`` (``None``, ``"xla"``, ``"cudnn"``) in the
+        decompressed form (keys and values re-expanded from the latents,
+        whatever ``mode``); ``"reference"`` keeps the explicit softmax. Calls
+        with a cache (prefill and the absorbed latent decode) use the
+        reference path. Forward-mode autodiff works through the reference and
+        the ``None``/``"xla"`` paths, not through ``"cudnn"`` (see
+        :class:`~jaxlab.nn.MultiHeadAttention`).
 
     Call ``(x, cache=None, *, positions=None, mask=None) -> (y, cache)`` with x (b, t, D)
     and an optional (b, t) padding ``mask`` (see :class:`~jaxlab.nn.MultiHeadAttention`).
     """
 
     config: MLAConfig
+    dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention_impl: str | None = None
+
+    def __post_init__(self) -> None:
+        check_attention_impl(self.attention_impl, compute_dtype("dtype", self.dtype))
+        dtype_name("param_dtype", self.param_dtype)
+        super().__post_init__()
+
+    def _weight(self, name: str, shape: tuple[int, ...]) -> Array:
+        """A float32 (``param_dtype``) parameter, used in the compute dtype."""
+        return self.param(name, _init(), shape, self.param_dtype).astype(self.dtype)
+
+    def _norm(self, name: str, x: Array) -> Array:
+        return nn.RMSNorm(epsilon=self.config.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
 
     def _queries(self, x: Array) -> Array:
         cfg, (b, t, features) = self.config, x.shape
         width = cfg.num_heads * cfg.qk_head_dim
         if cfg.q_lora_rank is None:
-            w_q = self.param("w_q", _init(), (features, width), self.param_dtype)
-            return (x @ w_q).reshape(b, t, cfg.num_heads, cfg.qk_head_dim)
-        w_dq = self.param("w_dq", _init(), (features, cfg.q_lora_rank), self.param_dtype)
-        c_q = nn.RMSNorm(epsilon=cfg.norm_eps, param_dtype=self.param_dtype, name="q_norm")(x @ w_dq)
-        w_uq = self.param("w_uq", _init(), (cfg.q_lora_rank, width), self.param_dtype)
-        return (c_q @ w_uq).reshape(b, t, cfg.num_heads, cfg.qk_head_dim)  # (b, t, h, n + r)
+            return (x @ self._weight("w_q", (features, width))).reshape(b, t, cfg.num_heads, cfg.qk_head_dim)
+        c_q = self._norm("q_norm", x @ self._weight("w_dq", (features, cfg.q_lora_rank)))
+        return (c_q @ self._weight("w_uq", (cfg.q_lora_rank, width))).reshape(b, t, cfg.num_heads, cfg.qk_head_dim)  # (b, t, h, n + r)
 
     @nn.compact
     def __call__(self, x: Array, cache: LatentCache | None = None, *, positions: Array | None = None, mask: Array | None = None):
@@ -186,20 +246,27 @@ class MultiHeadLatentAttention(nn.Module):
             check_cache(cache[:2], ((b, cache.max_len, c), (b, cache.max_len, r)), x, cache.max_len, cache.index)
         if mask is not None:
             mask = check_padding_mask(mask, x, None if cache is None else cache.index)
+        x = x.astype(self.dtype)
         q = self._queries(x)
         q_nope, q_rope = q[..., : cfg.qk_nope_dim], q[..., cfg.qk_nope_dim :]
         # weights are stored as 2-D matrices (per-head blocks side by side) and viewed per head below
-        w_dkv = self.param("w_dkv", _init(), (features, c + r), self.param_dtype)
-        kv = x @ w_dkv  # (b, t, c + r): W_DKV and W_KR in one matrix
-        c_kv = nn.RMSNorm(epsilon=cfg.norm_eps, param_dtype=self.param_dtype, name="kv_norm")(kv[..., :c])
-        w_uk = self.param("w_uk", _init(), (c, h * cfg.qk_nope_dim), self.param_dtype).reshape(c, h, -1)
-        w_uv = self.param("w_uv", _init(), (c, h * cfg.v_head_dim), self.param_dtype).reshape(c, h, -1)
-        w_o = self.param("w_o", _init(), (h * cfg.v_head_dim, features), self.param_dtype)
+        kv = x @ self._weight("w_dkv", (features, c + r))  # (b, t, c + r): W_DKV and W_KR in one matrix
+        c_kv = self._norm("kv_norm", kv[..., :c])
+        w_uk = self._weight("w_uk", (c, h * cfg.qk_nope_dim)).reshape(c, h, -1)
+        w_uv = self._weight("w_uv", (c, h * cfg.v_head_dim)).reshape(c, h, -1)
+        w_o = self._weight("w_o", (h * cfg.v_head_dim, features))
 
         q_pos = query_positions(t, None if cache is None else cache.index, positions)
         length = t if cache is None else cache.max_len
         q_rope = rotate(q_rope, q_pos, cfg.rope, length=length)  # (b, t, h, r)
         k_rope = rotate(kv[..., c:], q_pos, cfg.rope, length=length)  # (b, t, r)
+        if cache is None and self.attention_impl != "reference":
+            query = fold_logit_scale(jnp.concatenate([q_nope, q_rope], axis=-1), cfg.rope, q_pos)
+            out = decompressed_attention(
+                query, k_rope, c_kv, w_uk, w_uv, scale=cfg.qk_head_dim**-0.5, causal=cfg.causal,
+                positions=positions, padding=mask, impl=self.attention_impl,
+            )  # fmt: skip
+            return out.reshape(b, t, -1) @ w_o, None
         query = q_nope if cfg.mode == "naive" else jnp.einsum("bthn,chn->bthc", q_nope, w_uk)  # W_UK absorbed
 
         blocks = [(c_kv, k_rope, chunk_mask(q_pos, cfg.causal, mask))]

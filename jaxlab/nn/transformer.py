@@ -29,8 +29,10 @@ import optax
 from jax import Array
 
 from jaxlab.nn.attention import AttentionConfig, MultiHeadAttention
+from jaxlab.nn.attention_core import check_attention_impl
 from jaxlab.nn.kv_cache import init_cache
 from jaxlab.nn.mla import MLAConfig, MultiHeadLatentAttention
+from jaxlab.nn.precision import compute_dtype, dtype_name
 from jaxlab.nn.rope_scaling import RopeConfig
 from jaxlab.nn.sharding import BATCH, EMBED, LENGTH, MLP, constrain
 
@@ -48,6 +50,13 @@ class TransformerConfig:
       num_layers: number of blocks.
       d_ff: hidden width of the SwiGLU feed-forward.
       norm_eps: RMSNorm epsilon.
+      dtype: compute dtype of every matmul (float32, bfloat16 or float16);
+        RMSNorm statistics, softmax and the logits stay float32.
+      param_dtype: parameter dtype (float32).
+      attention_impl: the attention layers' ``attention_impl``: ``None``,
+        ``"xla"``, ``"cudnn"`` (``jax.nn.dot_product_attention`` for calls
+        without a cache) or ``"reference"`` (the explicit softmax); see
+        :class:`~jaxlab.nn.MultiHeadAttention` for which support ``jax.jvp``.
     """
 
     attention: AttentionConfig | MLAConfig = AttentionConfig(num_heads=4, head_dim=32)
@@ -56,8 +65,13 @@ class TransformerConfig:
     num_layers: int = 2
     d_ff: int = 384
     norm_eps: float = 1e-6
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    attention_impl: str | None = None
 
     def __post_init__(self) -> None:
+        check_attention_impl(self.attention_impl, compute_dtype("dtype", self.dtype))
+        dtype_name("param_dtype", self.param_dtype)
         if not isinstance(self.attention, (AttentionConfig, MLAConfig)):
             raise ValueError(f"`attention` must be an AttentionConfig or MLAConfig; got {type(self.attention).__name__}.")
         for name in ("vocab_size", "d_model", "num_layers", "d_ff"):
@@ -70,12 +84,12 @@ class TransformerConfig:
         return dataclasses.replace(self, attention=dataclasses.replace(self.attention, rope=rope))
 
 
-def attention_layer(config: AttentionConfig | MLAConfig, name: str | None = None) -> nn.Module:
-    """The Linen attention module for an attention config."""
+def attention_layer(config: AttentionConfig | MLAConfig, name: str | None = None, **precision: Any) -> nn.Module:
+    """The Linen attention module for an attention config; ``precision``: its ``dtype``, ``param_dtype``, ``attention_impl``."""
     if isinstance(config, MLAConfig):
-        return MultiHeadLatentAttention(config, name=name)
+        return MultiHeadLatentAttention(config, name=name, **precision)
     if isinstance(config, AttentionConfig):
-        return MultiHeadAttention(config, name=name)
+        return MultiHeadAttention(config, name=name, **precision)
     raise ValueError(f"`config` must be an AttentionConfig or MLAConfig; got {type(config).__name__}.")
 
 
@@ -83,13 +97,16 @@ class SwiGLU(nn.Module):
     """``(silu(x W_1) ⊙ x W_2) W_3``."""
 
     hidden: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:  # (b, t, D) -> (b, t, D)
         hidden = (BATCH, LENGTH, MLP)  # split over "tensor": column-parallel gate/up, row-parallel down
-        gate = constrain(nn.Dense(self.hidden, use_bias=False, name="gate")(x), hidden)
-        up = constrain(nn.Dense(self.hidden, use_bias=False, name="up")(x), hidden)
-        return nn.Dense(x.shape[-1], use_bias=False, name="down")(nn.silu(gate) * up)
+        dense = lambda width, name: nn.Dense(width, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        gate = constrain(dense(self.hidden, "gate")(x), hidden)
+        up = constrain(dense(self.hidden, "up")(x), hidden)
+        return dense(x.shape[-1], "down")(nn.silu(gate) * up)
 
 
 class DecoderBlock(nn.Module):
@@ -100,16 +117,23 @@ class DecoderBlock(nn.Module):
     @nn.compact
     def __call__(self, h: Array, cache: Any = None, *, positions: Array | None = None):
         cfg = self.config
-        attended, cache = attention_layer(cfg.attention, name="attention")(
-            nn.RMSNorm(epsilon=cfg.norm_eps, name="attention_norm")(h), cache, positions=positions
-        )
+        dtype = compute_dtype("dtype", cfg.dtype)
+        norm = lambda name: nn.RMSNorm(epsilon=cfg.norm_eps, dtype=dtype, param_dtype=cfg.param_dtype, name=name)  # float32 statistics
+        layer = attention_layer(cfg.attention, "attention", dtype=dtype, param_dtype=cfg.param_dtype, attention_impl=cfg.attention_impl)
+        attended, cache = layer(norm("attention_norm")(h), cache, positions=positions)
         h = h + attended
-        h = h + SwiGLU(cfg.d_ff, name="mlp")(nn.RMSNorm(epsilon=cfg.norm_eps, name="mlp_norm")(h))
+        h = h + SwiGLU(cfg.d_ff, dtype, cfg.param_dtype, name="mlp")(norm("mlp_norm")(h))
         return h, cache
 
 
 class DecoderLM(nn.Module):
-    """Decoder-only LM: ``(tokens (b, t), caches=None, *, positions=None) -> (logits (b, t, V) float32, caches)``."""
+    """Decoder-only LM: ``(tokens (b, t), caches=None, *, positions=None) -> (logits (b, t, V) float32, caches)``.
+
+    Precision: parameters in ``config.param_dtype``, the residual stream and
+    every matmul in ``config.dtype``, RMSNorm statistics and softmax in
+    float32, the logits cast to float32; caches from :func:`init_caches` are
+    stored in the compute dtype.
+    """
 
     config: TransformerConfig
 
@@ -120,20 +144,24 @@ class DecoderLM(nn.Module):
             raise ValueError(f"`tokens` must be an integer array (batch, time); got {tokens.dtype} {tokens.shape}.")
         if caches is not None and len(caches) != cfg.num_layers:
             raise ValueError(f"`caches` must hold num_layers = {cfg.num_layers} caches; got {len(caches)}.")
-        h = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed")(tokens.astype(jnp.int32))  # (b, t, D)
+        dtype = compute_dtype("dtype", cfg.dtype)
+        embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=cfg.param_dtype, name="embed")
+        h = embed(tokens.astype(jnp.int32))  # (b, t, D) in the compute dtype
         h = constrain(h, ACTIVATION)
         new_caches = []
         for i in range(cfg.num_layers):
             h, cache = DecoderBlock(cfg, name=f"block_{i}")(h, None if caches is None else caches[i], positions=positions)
             h = constrain(h, ACTIVATION)
             new_caches.append(cache)
-        h = nn.RMSNorm(epsilon=cfg.norm_eps, name="final_norm")(h)
-        logits = constrain(nn.Dense(cfg.vocab_size, use_bias=False, name="unembed")(h).astype(jnp.float32), ACTIVATION)
+        h = nn.RMSNorm(epsilon=cfg.norm_eps, dtype=dtype, param_dtype=cfg.param_dtype, name="final_norm")(h)
+        unembed = nn.Dense(cfg.vocab_size, use_bias=False, dtype=dtype, param_dtype=cfg.param_dtype, name="unembed")
+        logits = constrain(unembed(h).astype(jnp.float32), ACTIVATION)  # the loss sees float32 logits
         return logits, None if caches is None else tuple(new_caches)
 
 
-def init_caches(config: TransformerConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> tuple:
-    """One empty cache per layer."""
+def init_caches(config: TransformerConfig, batch: int, max_len: int, dtype: Any = None) -> tuple:
+    """One empty cache per layer, stored in ``dtype`` (default: the model's compute dtype)."""
+    dtype = compute_dtype("dtype", config.dtype if dtype is None else dtype)
     return tuple(init_cache(config.attention, batch, max_len, dtype) for _ in range(config.num_layers))
 
 

@@ -17,7 +17,9 @@ class LanguageModel:
     """Method adapter for :func:`jaxlab.train.train`: next-token prediction on ``{"tokens": (b, t + 1)}``.
 
     Attributes:
-      config: the model's :class:`TransformerConfig`.
+      config: the model's :class:`TransformerConfig` (its ``dtype`` and
+        ``attention_impl`` pick the compute dtype and the attention kernel;
+        the logits and the loss are float32 whatever the dtype).
     """
 
     config: TransformerConfig

@@ -282,3 +282,27 @@ def test_block_params_must_be_a_sequence_of_blocks():
         tarflow_log_prob(plain_net, {"block_0": plain_init(jax.random.key(0), z)}, z)
     with pytest.raises(ValueError, match="at least one block"):
         tarflow_inverse(NET.apply, [], z, LABELS)
+
+
+def test_a_bfloat16_network_gives_a_float32_log_prob_close_to_the_float32_one():
+    fields = dict(out_features=4, max_len=4, width=16, depth=1, num_heads=2)
+    net32, net16 = CausalTransformer(**fields), CausalTransformer(**fields, dtype="bfloat16")
+    flow32 = TarFlow(net32.apply, net32.init, data_shape=(8,), patch_size=2, num_blocks=2)
+    flow16 = TarFlow(net16.apply, net16.init, data_shape=(8,), patch_size=2, num_blocks=2)
+    x = jax.random.normal(jax.random.key(4), (3, 8))
+    params = jax.jit(lambda key: perturbed(flow32.init(key, {"x": x}), key, 0.2))(jax.random.key(0))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(flow16.init(jax.random.key(0), {"x": x})))
+    log_p32, log_p16 = flow32.log_prob(params, x), flow16.log_prob(params, x)
+    assert log_p16.dtype == log_p32.dtype == jnp.float32
+    assert not np.allclose(log_p16, log_p32, rtol=1e-6, atol=0)  # the network really ran in bfloat16
+    np.testing.assert_allclose(log_p16, log_p32, rtol=2e-2, atol=0.05)
+    loss, _ = flow16.loss(params, {"x": x}, key=jax.random.key(1), ctx=None)
+    assert loss.dtype == jnp.float32
+
+
+def test_log_determinants_are_summed_in_float32_even_for_a_bfloat16_network_output():
+    x, _, log_det = encoded()
+    bf16_net = lambda p, u, y: NET.apply(p, u, y).astype(jnp.bfloat16)  # a network whose outputs are 16-bit
+    z16, log_det16 = jax.jit(lambda x: tarflow_forward(bf16_net, blocks(), x, LABELS))(x)
+    assert z16.dtype == log_det16.dtype == jnp.float32
+    np.testing.assert_allclose(log_det16, log_det, rtol=2e-2, atol=0.05)
