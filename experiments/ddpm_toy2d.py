@@ -62,7 +62,7 @@ class Config(toy2d.Toy2DConfig):
 
 
 def build_method(config: Config) -> Diffusion:
-    network = TimeMLP(width=config.width, depth=config.depth)
+    network = TimeMLP(width=config.width, depth=config.depth, dtype=config.dtype)
     schedule, t_min = SCHEDULES[config.schedule]
     return Diffusion(
         apply_fn=network.apply,

@@ -49,9 +49,9 @@ class Config(digits.DigitsTrainConfig, fewstep.MethodConfig):
 
 
 def networks(config: Config) -> fewstep.Networks:
-    net = UNet(channels=tuple(config.channels))
+    net = UNet(channels=tuple(config.channels), dtype=config.dtype)
     levels = round(math.log2(config.shortcut.max_steps))
-    step_net = UNet(channels=tuple(config.channels), num_classes=max(levels, 1))
+    step_net = UNet(channels=tuple(config.channels), num_classes=max(levels, 1), dtype=config.dtype)
 
     def step_index(d, x):  # d on {0} ∪ {2^k / M} -> 0 .. log2(M)
         d = jnp.broadcast_to(jnp.asarray(d, x.dtype), x.shape[:1])

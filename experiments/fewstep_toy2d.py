@@ -71,9 +71,9 @@ class Config(toy2d.Toy2DConfig, fewstep.MethodConfig):
 
 
 def networks(config: Config) -> fewstep.Networks:
-    net = TimeMLP(width=config.width, depth=config.depth)
+    net = TimeMLP(width=config.width, depth=config.depth, dtype=config.dtype)
     # t and the step size d get separate embeddings (the shared sum would be symmetric in t and d).
-    step_net = TimeMLP(width=config.width, depth=config.depth, separate_conditions=True)
+    step_net = TimeMLP(width=config.width, depth=config.depth, separate_conditions=True, dtype=config.dtype)
 
     def apply_map(params, x):
         return net.apply(params, x, jnp.ones(x.shape[:1], x.dtype))

@@ -53,7 +53,7 @@ class Config(toy2d.Toy2DConfig):
 
 
 def build_method(config: Config) -> RectifiedFlow:
-    network = TimeMLP(width=config.width, depth=config.depth)
+    network = TimeMLP(width=config.width, depth=config.depth, dtype=config.dtype)
     return RectifiedFlow(
         apply_fn=network.apply,
         init_fn=network.init,

@@ -55,7 +55,7 @@ class Config(toy2d.Toy2DConfig):
 
 
 def build_flows(config: Config) -> tuple[RectifiedFlow, ReFlow]:
-    network = TimeMLP(width=config.width, depth=config.depth)
+    network = TimeMLP(width=config.width, depth=config.depth, dtype=config.dtype)
     first = RectifiedFlow(apply_fn=network.apply, init_fn=network.init, data_shape=(2,), solver="euler")
     second = ReFlow(apply_fn=network.apply, init_fn=network.init, data_shape=(2,), solver="euler")
     return first, second

@@ -39,6 +39,7 @@ import optax
 from matplotlib.figure import Figure
 
 from jaxlab.data import digits_split, epoch_permutation_batch, load_mnist
+from jaxlab.nn.precision import dtype_name
 from jaxlab.ssm import SSMClassifier, ssm_adamw
 from jaxlab.tasks import SequenceClassifier
 from jaxlab.train import Experiment, TrainConfig, save_figure, train
@@ -65,6 +66,8 @@ class Config(TrainConfig):
       data_dir: a folder with the MNIST IDX files for sequential MNIST; None
         (default) uses the embedded 8×8 digits.
       eval_batch_size: batch size of the evaluation passes.
+      dtype: compute dtype of the dense layers (float32, bfloat16 or
+        float16); the SSMs, their parameters and the logits stay float32.
     """
 
     steps: int = 1500
@@ -87,6 +90,11 @@ class Config(TrainConfig):
     split_seed: int = 0
     data_dir: str | None = None
     eval_batch_size: int = 512
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        dtype_name("dtype", self.dtype)  # a bad name exits 2 before anything is compiled
 
 
 def load_data(config: Config) -> dict[str, np.ndarray]:
@@ -119,6 +127,7 @@ def build_method(config: Config, length: int) -> SequenceClassifier:
         l_max=length if config.kind == "s4" else None,
         dropout=config.dropout,
         pool="mean",
+        dtype=config.dtype,
     )
     return SequenceClassifier(apply_fn=model.apply, init_fn=model.init, dropout=config.dropout)
 

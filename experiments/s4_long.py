@@ -59,6 +59,8 @@ import numpy as np
 import optax
 from matplotlib.figure import Figure
 
+from jaxlab.nn.precision import compute_dtype, dtype_name
+from jaxlab.nn.sharding import BATCH, EMBED, LENGTH, constrain
 from jaxlab.ssm import S4Block, ssm_adamw
 from jaxlab.tasks import WeightedRegression
 from jaxlab.train import Experiment, TrainConfig, named_key, save_figure, train
@@ -66,6 +68,7 @@ from jaxlab.train import Experiment, TrainConfig, named_key, save_figure, train
 ADDING_CHANCE_MSE = 1.0 / 6.0  # Var(v1 + v2), v ~ U(0, 1): predicting the mean target 1
 ADDING_WINDOWED_MSE = 1.0 / 12.0  # Var(v1): the first marked value lies outside any window W <= L/2
 ADDING_TOLERANCE = 0.04  # |error| counted as solved in adding-problem reports
+SEQUENCE = (BATCH, LENGTH, EMBED)  # (B, L, H): logical names of the activations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +89,8 @@ class Config(TrainConfig):
       weight_decay: AdamW weight decay of the non-SSM parameters.
       ssm_lr_scale: learning-rate multiplier of the SSM parameters.
       num_test: number of test sequences.
+      dtype: compute dtype of the dense layers (float32, bfloat16 or
+        float16); the SSMs, their parameters and the predictions stay float32.
     """
 
     steps: int = 800
@@ -109,6 +114,7 @@ class Config(TrainConfig):
     weight_decay: float = 0.0
     ssm_lr_scale: float = 0.1
     num_test: int = 512
+    dtype: str = "float32"
 
     NONNEGATIVE: ClassVar[frozenset[str]] = TrainConfig.NONNEGATIVE | {"delay"}
 
@@ -123,6 +129,7 @@ class Config(TrainConfig):
             )
         if not isinstance(self.num_test, int) or self.num_test < 1:
             raise ValueError(f"num_test must be a positive int, got {self.num_test!r}")
+        dtype_name("dtype", self.dtype)  # a bad name exits 2 before anything is compiled
 
 
 def hann_window(width: int) -> np.ndarray:
@@ -177,14 +184,17 @@ class SequenceRegressor(nn.Module):
     d_model: int
     n_layers: int
     block: dict
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        """``x`` ``(B, L, d_in)`` → ``(B, L)``."""
-        h = nn.Dense(self.d_model, name="encoder")(x)
+        """``x`` ``(B, L, d_in)`` → ``(B, L)`` float32 (the loss's input)."""
+        dtype = compute_dtype("dtype", self.dtype)
+        h = constrain(nn.Dense(self.d_model, dtype=dtype, name="encoder")(x.astype(dtype)), SEQUENCE)
         for i in range(self.n_layers):
-            h = S4Block(self.d_model, **self.block, name=f"block_{i}")(h)
-        return nn.Dense(1, name="decoder")(nn.LayerNorm(name="norm")(h))[..., 0]
+            h = S4Block(self.d_model, **self.block, dtype=dtype, name=f"block_{i}")(h)
+        h = nn.LayerNorm(dtype=jnp.float32, name="norm")(h.astype(jnp.float32))  # statistics in float32
+        return nn.Dense(1, dtype=dtype, name="decoder")(h.astype(dtype))[..., 0].astype(jnp.float32)
 
 
 def build_method(config: Config) -> WeightedRegression:
@@ -196,7 +206,7 @@ def build_method(config: Config) -> WeightedRegression:
         "dt_max": config.dt_max,
         "l_max": config.seq_len if config.kind == "s4" else None,
     }
-    model = SequenceRegressor(d_model=config.d_model, n_layers=config.n_layers, block=block)
+    model = SequenceRegressor(d_model=config.d_model, n_layers=config.n_layers, block=block, dtype=config.dtype)
     return WeightedRegression(apply_fn=model.apply, init_fn=model.init)
 
 

@@ -81,7 +81,7 @@ def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None,
 
 def flow_reference_nll(config: Config, workdir: Path, held_out: jax.Array) -> float:
     """Trains the rectified-flow reference in ``workdir/flow`` and returns its ODE NLL (nats) on ``held_out``."""
-    network = TimeMLP(width=config.flow_width, depth=config.flow_depth)
+    network = TimeMLP(width=config.flow_width, depth=config.flow_depth, dtype=config.dtype)
     flow = RectifiedFlow(apply_fn=network.apply, init_fn=network.init, data_shape=(2,))
     flow_config = dataclasses.replace(config, steps=config.flow_steps, ema_decay=0.999)
     params = train(flow, adamw_with_warmup(flow_config), make_batches(config), flow_config, workdir / "flow").ema_params

@@ -13,6 +13,11 @@ def sinusoidal_embedding(t: Array, dim: int, *, max_period: float = 10_000.0, sc
     frequencies still resolve small time differences (the DDPM convention of
     embedding the integer step t·1000).
 
+    The features are float32 whatever the dtype of ``t`` or of the network
+    around it: in bfloat16 (8 bits of mantissa) 1000·t near t = 1 rounds to
+    a multiple of 4, so the fast features of the shortcut model's steps k/128
+    (7.8 apart after scaling) would be rounding noise.
+
     Args:
       t: shape (b,) or () — values to embed.
       dim: even number of output features.
@@ -20,7 +25,7 @@ def sinusoidal_embedding(t: Array, dim: int, *, max_period: float = 10_000.0, sc
       scale: multiplier applied to ``t`` first.
 
     Returns:
-      (b, dim) features ``[cos(ω_k t), sin(ω_k t)]`` with ω_k geometric in
+      (b, dim) float32 features ``[cos(ω_k t), sin(ω_k t)]`` with ω_k geometric in
       [1/max_period, 1].
 
     References:
@@ -28,7 +33,7 @@ def sinusoidal_embedding(t: Array, dim: int, *, max_period: float = 10_000.0, sc
     """
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
-    t = jnp.atleast_1d(jnp.asarray(t, jnp.float32)) * scale  # (b,)
+    t = jnp.atleast_1d(jnp.asarray(t).astype(jnp.float32)) * scale  # (b,) float32, also for a bf16 or f64 t
     half = dim // 2
     frequencies = jnp.exp(-jnp.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)  # (half,)
     angles = t[:, None] * frequencies[None, :]  # (b, half)

@@ -7,6 +7,11 @@ class (index ``num_classes``) for classifier-free guidance; their sum
 modulates every residual block by a per-channel scale and shift (FiLM).
 The last convolution starts at zero, so an untrained network outputs 0.
 
+Precision (:mod:`jaxlab.nn.precision`): convolutions and the feature maps in
+``dtype``, parameters in ``param_dtype``; the time embedding, the label
+embedding, the GroupNorm statistics with their FiLM modulation and the
+output stay float32.
+
 References:
   Ronneberger, Fischer, Brox 2015, "U-Net".
   Ho, Jain, Abbeel 2020, "DDPM" (the time-conditioned residual U-Net).
@@ -16,31 +21,52 @@ References:
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import Array
 
 from jaxlab.nn.embeddings import sinusoidal_embedding
+from jaxlab.nn.precision import compute_dtype
 from jaxlab.nn.sharding import BATCH, EMBED, HEIGHT, WIDTH, constrain
 
 IMAGE = (BATCH, HEIGHT, WIDTH, EMBED)  # (b, H, W, c)
 
 
+def _group_norm(h: Array, groups: int, param_dtype: Any) -> Array:
+    """GroupNorm of (b, H, W, c) with statistics in float32 (a bf16 variance over a group loses small features); float32 out."""
+    return nn.GroupNorm(num_groups=groups, dtype=jnp.float32, param_dtype=param_dtype)(h.astype(jnp.float32))
+
+
 class ConditionedResBlock(nn.Module):
-    """GroupNorm → SiLU → conv → FiLM(cond) → SiLU → conv, plus a (projected) skip."""
+    """GroupNorm → SiLU → conv → FiLM(cond) → SiLU → conv, plus a (projected) skip.
+
+    Attributes:
+      channels: output channels.
+      groups: GroupNorm groups.
+      dtype: compute dtype of the convolutions; normalization and FiLM in float32.
+      param_dtype: parameter dtype.
+    """
 
     channels: int
     groups: int = 8
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, h: Array, cond: Array) -> Array:  # (b, H, W, c_in), (b, e) -> (b, H, W, channels)
-        y = nn.Conv(self.channels, (3, 3))(nn.silu(nn.GroupNorm(num_groups=self.groups)(h)))
-        film = constrain(nn.Dense(2 * self.channels)(nn.silu(cond)), (BATCH, EMBED))
-        scale, shift = jnp.split(film, 2, axis=-1)  # (b, channels) each
-        y = nn.GroupNorm(num_groups=self.groups)(y) * (1.0 + scale[:, None, None]) + shift[:, None, None]
-        y = nn.Conv(self.channels, (3, 3), kernel_init=nn.initializers.zeros)(nn.silu(y))
-        skip = h if h.shape[-1] == self.channels else nn.Conv(self.channels, (1, 1))(h)
+    def __call__(self, h: Array, cond: Array) -> Array:  # (b, H, W, c_in), (b, e) -> (b, H, W, channels) in dtype
+        dtype = compute_dtype("dtype", self.dtype)
+        compute_dtype("param_dtype", self.param_dtype)
+        conv = functools.partial(nn.Conv, self.channels, dtype=dtype, param_dtype=self.param_dtype)
+        y = conv((3, 3))(nn.silu(_group_norm(h, self.groups, self.param_dtype)).astype(dtype))
+        film = constrain(nn.Dense(2 * self.channels, dtype=dtype, param_dtype=self.param_dtype)(nn.silu(cond)), (BATCH, EMBED))
+        scale, shift = jnp.split(film.astype(jnp.float32), 2, axis=-1)  # (b, channels) each
+        y = _group_norm(y, self.groups, self.param_dtype) * (1.0 + scale[:, None, None]) + shift[:, None, None]
+        y = conv((3, 3), kernel_init=nn.initializers.zeros)(nn.silu(y).astype(dtype))
+        skip = h.astype(dtype) if h.shape[-1] == self.channels else conv((1, 1))(h)
         return skip + y
 
 
@@ -57,6 +83,10 @@ class UNet(nn.Module):
       time_features: size of the sinusoidal time features.
       embed_dim: width of the conditioning vector.
       groups: GroupNorm groups.
+      dtype: compute dtype (float32, bfloat16 or float16) of the convolutions
+        and feature maps; the conditioning, normalization statistics and the
+        output stay float32.
+      param_dtype: parameter dtype.
     """
 
     channels: tuple[int, ...] = (32, 64)
@@ -65,6 +95,8 @@ class UNet(nn.Module):
     time_features: int = 64
     embed_dim: int = 128
     groups: int = 8
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     def _check(self, x: Array, labels: Array | None) -> None:
         factor = 2 ** (len(self.channels) - 1)
@@ -74,30 +106,37 @@ class UNet(nn.Module):
             raise ValueError(f"labels must have shape {x.shape[:1]} for a class-conditional UNet, got {getattr(labels, 'shape', None)}")
 
     @nn.compact
-    def __call__(self, x: Array, t: Array, labels: Array | None = None) -> Array:  # (b, H, W, c), (b,), (b,)
+    def __call__(self, x: Array, t: Array, labels: Array | None = None) -> Array:  # (b, H, W, c), (b,), (b,) -> (b, H, W, c) float32
+        dtype = compute_dtype("dtype", self.dtype)
+        compute_dtype("param_dtype", self.param_dtype)
         self._check(x, labels)
+        # The condition is embedded in float32 (t must keep its grid) and cast where the blocks project it.
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1])
+        dense32 = functools.partial(nn.Dense, self.embed_dim, dtype=jnp.float32, param_dtype=self.param_dtype)
         features = constrain(sinusoidal_embedding(t, self.time_features), (BATCH, EMBED))
-        cond = nn.Dense(self.embed_dim)(nn.silu(constrain(nn.Dense(self.embed_dim)(features), (BATCH, EMBED))))
+        cond = dense32()(nn.silu(constrain(dense32()(features), (BATCH, EMBED))))
         if self.num_classes:
-            cond = cond + nn.Embed(self.num_classes + 1, self.embed_dim)(labels)  # (b, e)
-        cond = constrain(cond, (BATCH, EMBED))
+            cond = cond + nn.Embed(self.num_classes + 1, self.embed_dim, dtype=jnp.float32, param_dtype=self.param_dtype)(labels)  # (b, e)
+        cond = constrain(cond.astype(dtype), (BATCH, EMBED))
+        block = functools.partial(ConditionedResBlock, groups=self.groups, dtype=dtype, param_dtype=self.param_dtype)
+        conv = functools.partial(nn.Conv, dtype=dtype, param_dtype=self.param_dtype)
 
-        h = nn.Conv(self.channels[0], (3, 3))(x)
+        h = conv(self.channels[0], (3, 3))(x.astype(dtype))
         skips = []
         for level, width in enumerate(self.channels):
             for _ in range(self.blocks_per_level):
-                h = constrain(ConditionedResBlock(width, self.groups)(h, cond), IMAGE)
+                h = constrain(block(width)(h, cond), IMAGE)
             skips.append(h)
             if level < len(self.channels) - 1:
                 h = nn.avg_pool(h, (2, 2), strides=(2, 2))
-        h = constrain(ConditionedResBlock(self.channels[-1], self.groups)(h, cond), IMAGE)
+        h = constrain(block(self.channels[-1])(h, cond), IMAGE)
         for level in reversed(range(len(self.channels))):
-            h = ConditionedResBlock(self.channels[level], self.groups)(jnp.concatenate([h, skips[level]], axis=-1), cond)
+            h = block(self.channels[level])(jnp.concatenate([h, skips[level]], axis=-1), cond)
             h = constrain(h, IMAGE)
             if level > 0:
                 b, height, width, c = h.shape
                 h = jax.image.resize(h, (b, 2 * height, 2 * width, c), method="nearest")
-                h = nn.Conv(self.channels[level - 1], (3, 3))(h)
-        h = nn.silu(nn.GroupNorm(num_groups=self.groups)(h))
-        return nn.Conv(x.shape[-1], (3, 3), kernel_init=nn.initializers.zeros)(h)
+                h = conv(self.channels[level - 1], (3, 3))(h)
+        h = nn.silu(_group_norm(h, self.groups, self.param_dtype)).astype(dtype)
+        out = conv(x.shape[-1], (3, 3), kernel_init=nn.initializers.zeros)(h)
+        return out.astype(jnp.float32)

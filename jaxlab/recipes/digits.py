@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from jaxlab.data import digits_split, digits_to_unit, epoch_permutation_batch, unit_to_digits
 from jaxlab.generative import Diffusion, schedules
 from jaxlab.nn import UNet
+from jaxlab.nn.precision import dtype_name
 from jaxlab.parallel import sharded_sampler
 from jaxlab.train import TrainConfig, adamw_with_warmup, restore_params, save_figure, train
 
@@ -36,7 +37,12 @@ SCHEDULES = {"cosine": schedules.cosine, "linear_path": schedules.linear_path}
 
 @dataclasses.dataclass(frozen=True)
 class DigitsTrainConfig(TrainConfig):
-    """Trainer defaults of a small U-Net (``channels``) on the 8×8 digits, shared by the digits generators."""
+    """Trainer defaults of a small U-Net (``channels``) on the 8×8 digits, shared by the digits generators.
+
+    ``dtype`` is the U-Net's compute dtype (float32, bfloat16 or float16); its
+    parameters, conditioning, normalization and output stay float32
+    (:mod:`jaxlab.nn.precision`).
+    """
 
     steps: int = 2000
     batch_size: int = 64
@@ -46,6 +52,11 @@ class DigitsTrainConfig(TrainConfig):
     checkpoint_every: int = 500
     log_every: int = 50
     channels: tuple[int, ...] = (32, 64)
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        dtype_name("dtype", self.dtype)  # a bad name exits 2 before anything is compiled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +75,7 @@ class Config(DigitsTrainConfig):
 
 
 def build_method(config: Config, *, guidance_scale: float = 1.0) -> Diffusion:
-    network = UNet(channels=tuple(config.channels), num_classes=NUM_CLASSES)
+    network = UNet(channels=tuple(config.channels), num_classes=NUM_CLASSES, dtype=config.dtype)
     return Diffusion(
         apply_fn=network.apply,
         init_fn=network.init,

@@ -72,3 +72,11 @@ def test_flow_digits_runs(tmp_path, shared_cache):
     workdir = tmp_path / "flow-digits"
     assert run_cli("train", "flow-digits", "--workdir", str(workdir), *overrides(**DIGITS)) == 0
     assert math.isfinite(results_of(workdir)["bits_per_dim"])
+
+
+@pytest.mark.slow
+def test_ddpm_digits_trains_in_bfloat16(tmp_path, shared_cache):
+    workdir = tmp_path / "ddpm-digits-bf16"
+    assert run_cli("train", "ddpm-digits", "--workdir", str(workdir), *overrides(**DIGITS, dtype="bfloat16")) == 0
+    results = results_of(workdir)
+    assert 0.0 < results["bits_per_dim"] < 20.0 and math.isfinite(results["frechet_w1"])

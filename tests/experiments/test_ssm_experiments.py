@@ -124,3 +124,14 @@ def test_s4_long_trains_and_reports_its_metric(tmp_path):
     assert results["chance_metric"] == results["windowed_bound"] == 1.0
     for name in ("metrics.jsonl", "loss.png", "predictions.png", "checkpoints"):
         assert (workdir / name).exists(), name
+
+
+def test_s4_digits_trains_a_few_steps_in_bfloat16(tmp_path):
+    workdir = tmp_path / "digits-bf16"
+    tiny = ["--set", "d_model=16", "--set", "n_layers=1", "--set", "d_state=8", "--set", "batch_size=32", "--set", "dtype=bfloat16",
+            "--set", "log_every=1", "--set", "checkpoint_every=4", "--set", "warmup_steps=1", "--set", "eval_batch_size=64"]  # fmt: skip
+    assert run_cli("train", "s4-digits", "--workdir", str(workdir), "--steps", "4", *tiny) == 0
+    results = results_of(workdir)
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and math.isfinite(results["test_loss"])
+    losses = [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines() if "loss" in json.loads(line)]
+    assert losses and all(math.isfinite(loss) for loss in losses)
