@@ -8,7 +8,8 @@ it had):
 2. ``throughput``: a DiT-B/2 rectified-flow step at 32×32, batch 256, in
    float32 and bfloat16 (img/s, achieved TFLOP/s, MFU, peak GiB: the
    trainer's own ``metrics.jsonl`` figures); a 4-layer d 512 DecoderLM at
-   T 1024 / 4096 with the reference and the fused attention (tokens/s).
+   T 1024 / 4096 with the reference and the cuDNN attention, and at 16K
+   with cuDNN alone (tokens/s; bfloat16, 16K tokens a batch).
 3. ``msign``: Newton–Schulz on an 8×1024×4096 stack in float32 and bfloat16
    (median seconds and max|σ−1| against the SVD).
 4. ``resume``: 20 steps, stop, 20 more against 40 straight: bitwise equal?
@@ -128,9 +129,28 @@ def dit_flow(dtype: str, quick: bool) -> dict[str, Any]:
     return _figures(record, "loss", "examples_per_sec", "tflops_per_sec", "mfu", "peak_memory_gib")
 
 
+def decoder_lm(length: int, impl: str, quick: bool) -> dict[str, Any]:
+    """A 4-layer d 512 DecoderLM step in bfloat16 at ``length`` tokens, 16K tokens per batch (``quick``: d 64, 1K)."""
+    from jaxlab.nn import AttentionConfig, TransformerConfig
+    from jaxlab.tasks import LanguageModel
+
+    width, tokens = (64, 1024) if quick else (512, 16384)
+    attention = AttentionConfig(num_heads=width // 64 or 1, head_dim=min(width, 64))
+    config = TransformerConfig(attention=attention, vocab_size=256, d_model=width, num_layers=4, d_ff=3 * width, dtype="bfloat16", attention_impl=impl)
+    batch = np.random.default_rng(0).integers(0, 256, (max(tokens // length, 1), length + 1), dtype=np.int32)
+    record = _last_metrics(LanguageModel(config), {"tokens": batch}, steps=9, log_every=3)
+    return _figures(record, "loss", "tokens_per_sec", "tflops_per_sec", "mfu", "peak_memory_gib")
+
+
 def throughput(report: Report, quick: bool) -> None:
     for dtype in ("float32", "bfloat16"):
         _guarded(report, "throughput", f"DiT-{'S/4' if quick else 'B/2'} flow, {dtype}", lambda dtype=dtype: dit_flow(dtype, quick))
+    fused = "xla" if jax.default_backend() != "gpu" else "cudnn"
+    lengths = (64, 256) if quick else (1024, 4096)
+    for length in lengths:
+        for impl in ("reference", fused):
+            _guarded(report, "throughput", f"DecoderLM T {length}, {impl}", lambda length=length, impl=impl: decoder_lm(length, impl, quick))
+    _guarded(report, "throughput", f"DecoderLM T {4 * lengths[-1]}, {fused}", lambda: decoder_lm(4 * lengths[-1], fused, quick))
 
 
 def msign_probe(report: Report, quick: bool) -> None:

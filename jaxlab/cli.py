@@ -2,7 +2,7 @@
 
     jaxlab list
     jaxlab show NAME
-    jaxlab train NAME [--workdir DIR] [--steps N] [--seed S] [--set FIELD=VALUE ...]
+    jaxlab train NAME [--workdir DIR] [--steps N] [--seed S] [--data-dir DIR] [--set FIELD=VALUE ...]
     jaxlab train NAME --set --help          (the config fields, as --set takes them)
     jaxlab sample NAME --workdir DIR [--steps K] [--num N]
     jaxlab fid-stats SOURCE OUT [--weights PATH] [--batch-size N]
@@ -74,6 +74,14 @@ class Train:
     seed: Annotated[
         int | None,
         tyro.conf.arg(metavar="S", help="random seed (shorthand for --set seed=S)", help_behavior_hint="(default: the experiment's)"),
+    ] = None
+    data_dir: Annotated[
+        str | None,
+        tyro.conf.arg(
+            metavar="DIR",
+            help="data folder (shorthand for --set data_dir=DIR; only for experiments with a data_dir field)",
+            help_behavior_hint="(default: the experiment's)",
+        ),
     ] = None
     overrides: Annotated[
         tuple[str, ...],
@@ -353,6 +361,10 @@ def cmd_train(command: Train) -> None:
     overrides = command.overrides
     overrides += (f"steps={command.steps}",) if command.steps is not None else ()
     overrides += (f"seed={command.seed}",) if command.seed is not None else ()
+    if command.data_dir is not None:
+        if not any(f.name == "data_dir" for f in dataclasses.fields(experiment.config)):
+            _fail(f"--data-dir: experiment {command.name!r} reads no data folder (its config has no data_dir field)", EXIT_USAGE)
+        overrides += (f"data_dir={command.data_dir}",)
     config = apply_overrides(command.name, experiment.config, overrides)
     workdir = Path(command.workdir or Path("runs") / command.name)
 

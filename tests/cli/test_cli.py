@@ -54,6 +54,15 @@ def test_bad_overrides_exit_2_naming_the_field_before_any_work(override, message
     assert not (tmp_path / "run").exists()  # nothing written, nothing compiled
 
 
+def test_a_dtype_outside_the_compute_dtypes_exits_2_naming_dtype(tmp_path, capsys):
+    assert run_cli("train", "flow-toy2d", "--workdir", str(tmp_path / "run"), "--set", "dtype=float64") == 2
+    captured = capsys.readouterr()
+    message = " ".join(captured.err.replace("│", " ").split())  # tyro wraps the message in a box
+    assert "`dtype` must be one of ('float32', 'bfloat16', 'float16'); got float64" in message
+    assert "Traceback" not in captured.out + captured.err
+    assert not (tmp_path / "run").exists()  # nothing written, nothing compiled
+
+
 def test_a_batch_must_divide_over_the_data_parallel_axes_of_the_mesh(tmp_path, capsys):
     """``tensor`` shares rows: 100 rows split 2 ways on ``data:2,tensor:4`` is fine, 8 ways on ``data:8`` is not."""
     assert run_cli("train", "flow-toy2d", "--workdir", str(tmp_path / "run"), "--set", "mesh=data:8", "--set", "batch_size=100") == 2
@@ -234,3 +243,21 @@ def test_a_short_demo_run_beats_noise(tmp_path):
     assert run_cli("train", "flow-toy2d", "--workdir", str(tmp_path / "run"), "--steps", "300") == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["energy_distance"] < 0.5 * results["energy_distance_noise"]
+
+
+def test_data_dir_sets_the_config_field_of_an_experiment_that_has_one(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(experiment, config, workdir):  # record the parsed config, run nothing
+        seen["data_dir"] = config.data_dir
+        return {}
+
+    monkeypatch.setattr(train, "run_experiment", fake_run)
+    assert run_cli("train", "s4-digits", "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "mnist")) == 0
+    assert seen["data_dir"] == str(tmp_path / "mnist")
+
+
+def test_data_dir_for_an_experiment_without_a_data_folder_exits_2(tmp_path, capsys):
+    assert run_cli("train", "flow-toy2d", "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path)) == 2
+    assert "--data-dir: experiment 'flow-toy2d' reads no data folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
