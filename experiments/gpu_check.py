@@ -32,7 +32,6 @@ import dataclasses
 import functools
 import importlib.metadata
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlab.train import is_writer, write_json_atomic, write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("devices", "throughput", "msign", "resume", "benchmarks", "experiments")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
@@ -54,24 +55,23 @@ SMOKE_FIELDS = {"eval_samples": 256, "nll_samples": 64, "nll_steps": 4, "num_sam
 
 
 class Report:
-    """The results so far, rewritten to ``gpu_report.json`` and appended to ``gpu_report.md`` after every one."""
+    """The results so far, rewritten to ``gpu_report.json`` and ``gpu_report.md`` after every one (process 0 only)."""
 
     def __init__(self, out: Path, deadline: float):
-        self.out, self.deadline, self.rows = out, deadline, []
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "gpu_report.md").write_text("| section | name | result |\n|---|---|---|\n")
+        self.out, self.deadline, self.rows, self.lines = out, deadline, [], ["| section | name | result |", "|---|---|---|"]
+        if is_writer():
+            out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "gpu_report.md", "\n".join(self.lines) + "\n")
 
     def seconds_left(self) -> float:
         return self.deadline - time.monotonic()
 
     def add(self, section: str, name: str, **result: Any) -> None:
         self.rows.append({"section": section, "name": name, **result})
-        tmp = self.out / "gpu_report.json.tmp"
-        tmp.write_text(json.dumps(self.rows, indent=1, default=str))
-        os.replace(tmp, self.out / "gpu_report.json")
         cells = ", ".join(f"{k} {_fmt(v)}" for k, v in result.items())
-        with open(self.out / "gpu_report.md", "a") as md:
-            md.write(f"| {section} | {name} | {cells} |\n")
+        self.lines.append(f"| {section} | {name} | {cells} |")
+        write_json_atomic(self.out / "gpu_report.json", json.loads(json.dumps(self.rows, default=str)))
+        write_text_atomic(self.out / "gpu_report.md", "\n".join(self.lines) + "\n")
         print(f"[{section}] {name}: {cells}", flush=True)
 
 
