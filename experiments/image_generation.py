@@ -48,7 +48,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlab.data import ImageFolder, image_batches, images_to_signed, list_images
 from jaxlab.nn import DiT, dtype_name
 from jaxlab.nn.dit import DiTConfig, dit_config, dit_names
 from jaxlab.parallel import make_mesh, replicated
@@ -241,16 +241,15 @@ def _chunks(array: np.ndarray, size: int = 1000) -> Iterator[np.ndarray]:
 
 
 def in_memory(config: Config, x: np.ndarray, labels: np.ndarray, num_classes: int, *, flip: bool) -> Data:
-    batches = images.array_batches(x, labels, config.batch_size, seed=config.seed, flip=flip)
+    batches = image_batches((x, labels), config.batch_size, seed=config.seed, flip=flip)
     return Data(batches, lambda: _chunks(x), num_classes, x, labels)
 
 
 def folder_data(config: Config) -> Data:
-    """``dataset=folder`` through :mod:`jaxlab.data.images` (``ImageFolder``, ``image_batches``): the names it uses are here only."""
-    image_data = importlib.import_module("jaxlab.data.images")  # the image-folder API, imported only for this dataset
-    source = image_data.ImageFolder(config.data_dir, resolution=config.resolution)
+    """``dataset=folder`` through :mod:`jaxlab.data.images`."""
+    source = ImageFolder(config.data_dir, resolution=config.resolution)
     source.verify()  # a bad file fails now, before anything compiles
-    batches = image_data.image_batches(source, config.batch_size, seed=config.seed, flip=config.flip)
+    batches = image_batches(source, config.batch_size, seed=config.seed, flip=config.flip)
     num_classes = len(source.classes) if len(source.classes) > 1 else 0
     proxy_rows = np.arange(min(len(source), 20_000))
 
@@ -338,7 +337,7 @@ def evaluate(config: Config, workdir: Path, data: Data, entries: dict[str, tuple
         reference = load_statistics(config.fid_stats)
     else:
         reference = images.reference_statistics(
-            workdir / "eval" / f"reference_{prefix}.npz", lambda: (features(images.to_unit(images.to_signed(x))) for x in data.reference())
+            workdir / "eval" / f"reference_{prefix}.npz", lambda: (features(images.to_unit(images_to_signed(x))) for x in data.reference())
         )
     results: dict[str, Any] = {"metric": prefix, "num_classes": data.num_classes, "eval_samples": config.eval_samples}
     samples = {}
@@ -366,7 +365,7 @@ def run(config: Config, workdir: Path, *, progress: bool = True) -> dict[str, An
     title = f"image-generation ({config.dataset}, DiT-{config.dit}, {config.dtype}): {'proxy Fréchet distance (not FID)' if proxy else 'FID'}"
     fewstep.write_tables(results, tuple(entries), tuple(config.step_counts), results["metric"], title, workdir)
     reference = next(data.reference())[:64]
-    grids = {"data": images.to_signed(reference)} | {f"{name}, {steps} steps": x for (name, steps), x in samples.items()}
+    grids = {"data": images_to_signed(reference)} | {f"{name}, {steps} steps": x for (name, steps), x in samples.items()}
     images.plot_image_grids(grids, workdir / "samples.png", title=title)
     if is_writer():
         print((workdir / "fewstep_table.md").read_text())
@@ -385,7 +384,7 @@ def sample(config: Config, workdir: Path, *, num: int, steps: int | None = None,
 
 def folder_classes(config: Config) -> int:
     """The class count of ``dataset=folder`` from its listing alone (nothing decoded)."""
-    _, classes, _ = importlib.import_module("jaxlab.data.images").list_images(config.data_dir)
+    _, classes, _ = list_images(config.data_dir)
     return len(classes) if len(classes) > 1 else 0
 
 

@@ -6,9 +6,6 @@ The parts of ``image-generation`` that do not depend on its configuration:
   gradients in ten classes (five shapes × two palettes), generated
   deterministically in NumPy, so a model can learn something without a
   download;
-* :func:`array_batches` — ``step -> {"x", "label"}`` over images in memory
-  (uint8, channels last), with random horizontal flips, a pure function of
-  (seed, step);
 * :class:`LabelConditioned` — class conditioning for the adapters whose
   networks take no labels (rectified flow, iCT, CD, SiD): each call closes
   the network over the batch's labels (dropped to the null label at
@@ -45,7 +42,7 @@ import numpy as np
 import optax
 from matplotlib.figure import Figure
 
-from jaxlab.data import epoch_permutation_batch
+from jaxlab.data import images_to_signed
 from jaxlab.eval.fid import RunningStatistics, frechet_distance, load_statistics, save_npz_atomic, save_statistics
 from jaxlab.parallel import sharded_sampler
 from jaxlab.train import is_writer, save_figure
@@ -100,39 +97,9 @@ def synthetic_images(num: int, resolution: int, *, seed: int = 0) -> tuple[np.nd
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8), labels
 
 
-def to_signed(images: np.ndarray) -> np.ndarray:
-    """uint8 images 0..255 -> float32 on [-1, 1]."""
-    return np.asarray(images, np.float32) / 127.5 - 1.0
-
-
 def to_unit(x: np.ndarray) -> np.ndarray:
     """Model outputs on [-1, 1] -> float32 on [0, 1], clipped (what the feature networks read)."""
     return np.clip((np.asarray(x, np.float32) + 1.0) / 2.0, 0.0, 1.0)
-
-
-def flip_rows(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each image (b, h, w, c) mirrored left-right with probability 1/2."""
-    flip = np.asarray(rng.random(x.shape[0]) < 0.5)
-    return np.where(flip[:, None, None, None], x[:, :, ::-1], x)
-
-
-def array_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *, seed: int, flip: bool) -> Callable[[int], dict[str, np.ndarray]]:
-    """``step -> {"x": float32 (b, h, w, c) on [-1, 1], "label": int32 (b,)}`` over images in memory, a pure function of (seed, step).
-
-    Epochs are permutations of the images (:func:`jaxlab.data.epoch_permutation_batch`);
-    with ``flip`` each image is mirrored left-right with probability 1/2.
-    """
-    if images.ndim != 4 or images.dtype != np.uint8 or labels.shape != images.shape[:1]:
-        raise ValueError(f"images must be uint8 (n, h, w, c) and labels (n,), got {images.dtype} {images.shape} and {labels.shape}")
-
-    def batches(step: int) -> dict[str, np.ndarray]:
-        index = epoch_permutation_batch(images.shape[0], batch_size, seed=seed, step=step)
-        x = to_signed(images[index])
-        if flip:
-            x = flip_rows(x, np.random.default_rng((seed, step, 2)))
-        return {"x": x, "label": labels[index].astype(np.int32)}
-
-    return batches
 
 
 def drop_to_null(labels: jax.Array, *, key: jax.Array, rate: float, null_label: int) -> jax.Array:
@@ -239,7 +206,7 @@ def train_proxy_features(images: np.ndarray, labels: np.ndarray, num_classes: in
     Minibatch AdamW, batches drawn with ``fold_in(key, step)``; its
     ``features``-wide penultimate layer is the proxy's feature map.
     """
-    x = jnp.asarray(to_unit(to_signed(images)).reshape(images.shape[0], -1))  # (n, d) in [0, 1]
+    x = jnp.asarray(to_unit(images_to_signed(images)).reshape(images.shape[0], -1))  # (n, d) in [0, 1]
     y = jnp.asarray(labels)
     sizes = (x.shape[1], recipe["hidden"], recipe["features"], max(num_classes, 2))
     key = jax.random.key(recipe["seed"])

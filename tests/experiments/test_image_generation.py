@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from jaxlab.data import image_batches
 from jaxlab.recipes import images
 from tests.cli_helpers import overrides, results_of, run_cli
 
@@ -86,11 +87,11 @@ def test_synthetic_images_are_deterministic_labelled_and_not_noise():
 
 def test_batches_are_a_function_of_seed_and_step_and_flip_mirrors():
     x, labels = images.synthetic_images(64, 8, seed=0)
-    batches = images.array_batches(x, labels, 16, seed=3, flip=True)
+    batches = image_batches((x, labels), 16, seed=3, flip=True)
     first, again = batches(5), batches(5)
     assert np.array_equal(first["x"], again["x"]) and first["x"].dtype == np.float32 and first["label"].dtype == np.int32
     assert -1.0 <= first["x"].min() and first["x"].max() <= 1.0
-    plain = images.array_batches(x, labels, 16, seed=3, flip=False)(5)
+    plain = image_batches((x, labels), 16, seed=3, flip=False)(5)
     assert np.array_equal(plain["label"], first["label"])
     same = [np.array_equal(a, b) or np.array_equal(a, b[:, ::-1]) for a, b in zip(first["x"], plain["x"])]
     assert all(same) and not np.array_equal(first["x"], plain["x"])
