@@ -126,6 +126,7 @@ def test_s4_long_trains_and_reports_its_metric(tmp_path):
         assert (workdir / name).exists(), name
 
 
+@pytest.mark.slow  # ~9 s; bf16 S4 is covered by tests/ssm/test_precision.py in the default suite
 def test_s4_digits_trains_a_few_steps_in_bfloat16(tmp_path):
     workdir = tmp_path / "digits-bf16"
     tiny = ["--set", "d_model=16", "--set", "n_layers=1", "--set", "d_state=8", "--set", "batch_size=32", "--set", "dtype=bfloat16",
